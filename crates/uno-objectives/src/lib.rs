@@ -1,0 +1,1 @@
+//! UNO objectives (issue #4 fills this crate).

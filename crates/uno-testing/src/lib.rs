@@ -1,0 +1,104 @@
+//! Test support shared by the uno-rs crates (never published).
+//!
+//! * [`backend_tests!`] instantiates generic test functions once per Burn backend: always on
+//!   `Flex` (the default CPU backend), and on `NdArray`, `Wgpu` and `Cuda` when the *calling*
+//!   crate enables its `ndarray`, `wgpu` or `cuda` feature. The `cfg`s are expanded in the
+//!   caller, which is why this is a macro and not a function.
+//! * [`assert_close`] / [`assert_tensor_close`] compare floats with an absolute + relative
+//!   tolerance and name the first offending index.
+
+use burn::tensor::{Tensor, backend::Backend};
+
+/// Instantiate generic test functions for every enabled backend.
+///
+/// ```ignore
+/// fn rmsnorm_matches_reference<B: burn::tensor::backend::Backend>() { /* ... */ }
+/// fn grads_match_fd<B: burn::tensor::backend::AutodiffBackend>() { /* ... */ }
+/// uno_testing::backend_tests!(rmsnorm_matches_reference);
+/// uno_testing::backend_tests!(autodiff: grads_match_fd);
+/// ```
+///
+/// Each function becomes `flex::name`, `ndarray::name`, ... so `cargo test flex::` runs one
+/// backend. The `autodiff:` form wraps each backend in `burn::backend::Autodiff`.
+#[macro_export]
+macro_rules! backend_tests {
+    (autodiff: $($name:ident),+ $(,)?) => {
+        $crate::backend_tests!(@each [burn::backend::Autodiff] $($name),+);
+    };
+    ($($name:ident),+ $(,)?) => {
+        $crate::backend_tests!(@each [] $($name),+);
+    };
+    (@each [$($wrap:tt)*] $($name:ident),+) => {
+        $crate::backend_tests!(@one flex, [$($wrap)*], burn::backend::Flex, all(), $($name),+);
+        $crate::backend_tests!(@one ndarray, [$($wrap)*], burn::backend::NdArray, feature = "ndarray", $($name),+);
+        $crate::backend_tests!(@one wgpu, [$($wrap)*], burn::backend::Wgpu, feature = "wgpu", $($name),+);
+        $crate::backend_tests!(@one cuda, [$($wrap)*], burn::backend::Cuda, feature = "cuda", $($name),+);
+    };
+    (@one $module:ident, [], $backend:ty, $cfg:meta, $($name:ident),+) => {
+        #[cfg($cfg)]
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name::<$backend>();
+                }
+            )+
+        }
+    };
+    (@one $module:ident, [$wrap:path], $backend:ty, $cfg:meta, $($name:ident),+) => {
+        #[cfg($cfg)]
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name::<$wrap<$backend>>();
+                }
+            )+
+        }
+    };
+}
+
+/// Assert `actual` and `expected` agree element-wise within `atol + rtol * |expected|`.
+///
+/// Panics with the first offending index, both values and the tolerance, so a failing
+/// numerical test says where it failed.
+#[track_caller]
+pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "length mismatch: actual {} vs expected {}",
+        actual.len(),
+        expected.len()
+    );
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        let tol = atol + rtol * e.abs();
+        assert!(
+            a.is_finite() && (a - e).abs() <= tol,
+            "index {i}: actual {a} vs expected {e} (|diff| {} > tol {tol})",
+            (a - e).abs()
+        );
+    }
+}
+
+/// Read a float tensor back to the host as `f32`, whatever the backend's float element.
+pub fn to_vec<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("tensor data converts to f32")
+}
+
+/// [`assert_close`] on a tensor, also checking its shape.
+#[track_caller]
+pub fn assert_tensor_close<B: Backend, const D: usize>(
+    actual: Tensor<B, D>,
+    expected_shape: [usize; D],
+    expected: &[f32],
+    atol: f32,
+    rtol: f32,
+) {
+    assert_eq!(actual.dims(), expected_shape, "shape mismatch");
+    assert_close(&to_vec(actual), expected, atol, rtol);
+}
