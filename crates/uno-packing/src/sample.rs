@@ -1,0 +1,220 @@
+//! Training samples as users build them, and their lowering to split plans.
+
+use serde::{Deserialize, Serialize};
+
+use crate::split::{ImageSize, SplitSpec};
+
+/// UNO's supervision of one noised target image.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Supervision {
+    /// The re-caption (lexically different from the prompt, paper section 3.3): caption CE.
+    pub caption: Option<Vec<u32>>,
+    /// Whether to append the metaquery split: visual (cosine) loss.
+    pub metaqueries: bool,
+}
+
+impl Supervision {
+    /// No supervision splits: plain BAGEL training.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Both UNO objectives.
+    pub fn joint(caption: Vec<u32>) -> Self {
+        Self {
+            caption: Some(caption),
+            metaqueries: true,
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.caption.is_none() && !self.metaqueries
+    }
+}
+
+/// Which conditions of an edit sample are dropped for classifier-free guidance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EditDropout {
+    pub instruction: bool,
+    pub source_vit: bool,
+    pub source_vae: bool,
+}
+
+/// One training sample. Token ids are the tokenizer's, without special tokens: the packer
+/// adds `<|im_start|>`/`<|im_end|>` and the vision markers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sample {
+    /// Condition text, noised target, then UNO's caption and metaqueries (if any).
+    TextToImage {
+        prompt: Vec<u32>,
+        target: ImageSize,
+        supervision: Supervision,
+        /// Drop the prompt for CFG (the split is left out).
+        drop_prompt: bool,
+    },
+    /// Source image (clean VAE, then ViT), instruction, noised target, supervision.
+    Edit {
+        source: ImageSize,
+        instruction: Vec<u32>,
+        target: ImageSize,
+        supervision: Supervision,
+        dropout: EditDropout,
+    },
+    /// ViT image, optional question (no loss), answer (CE loss).
+    Understanding {
+        image: ImageSize,
+        question: Option<Vec<u32>>,
+        answer: Vec<u32>,
+    },
+    /// Any plan of splits; validated like the typed variants.
+    Custom(Vec<SplitSpec>),
+}
+
+/// The kind of a sample, for statistics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleKind {
+    /// Text-to-image with at least one UNO supervision split.
+    TextToImage,
+    /// Plain BAGEL text-to-image (no supervision splits).
+    PlainTextToImage,
+    Edit,
+    Understanding,
+    Custom,
+}
+
+impl Sample {
+    /// A UNO text-to-image sample with both supervision splits.
+    pub fn text_to_image(prompt: Vec<u32>, target: ImageSize, caption: Vec<u32>) -> Self {
+        Self::TextToImage {
+            prompt,
+            target,
+            supervision: Supervision::joint(caption),
+            drop_prompt: false,
+        }
+    }
+
+    /// A plain BAGEL text-to-image sample (flow matching only).
+    pub fn plain_text_to_image(prompt: Vec<u32>, target: ImageSize) -> Self {
+        Self::TextToImage {
+            prompt,
+            target,
+            supervision: Supervision::none(),
+            drop_prompt: false,
+        }
+    }
+
+    /// A UNO editing sample with both supervision splits.
+    pub fn edit(
+        source: ImageSize,
+        instruction: Vec<u32>,
+        target: ImageSize,
+        caption: Vec<u32>,
+    ) -> Self {
+        Self::Edit {
+            source,
+            instruction,
+            target,
+            supervision: Supervision::joint(caption),
+            dropout: EditDropout::default(),
+        }
+    }
+
+    /// An understanding sample: image, optional question, supervised answer.
+    pub fn understanding(image: ImageSize, question: Option<Vec<u32>>, answer: Vec<u32>) -> Self {
+        Self::Understanding {
+            image,
+            question,
+            answer,
+        }
+    }
+
+    pub fn kind(&self) -> SampleKind {
+        match self {
+            Self::TextToImage { supervision, .. } if supervision.is_none() => {
+                SampleKind::PlainTextToImage
+            }
+            Self::TextToImage { .. } => SampleKind::TextToImage,
+            Self::Edit { .. } => SampleKind::Edit,
+            Self::Understanding { .. } => SampleKind::Understanding,
+            Self::Custom(_) => SampleKind::Custom,
+        }
+    }
+
+    /// The sample's split plan, in sequence order (BAGEL's order for every kind).
+    pub fn plan(&self) -> Vec<SplitSpec> {
+        let mut plan = Vec::new();
+        match self {
+            Self::TextToImage {
+                prompt,
+                target,
+                supervision,
+                drop_prompt,
+            } => {
+                if !drop_prompt {
+                    plan.push(text(prompt, false));
+                }
+                push_target(&mut plan, *target, supervision);
+            }
+            Self::Edit {
+                source,
+                instruction,
+                target,
+                supervision,
+                dropout,
+            } => {
+                plan.push(image_or_dropped(
+                    dropout.source_vae,
+                    SplitSpec::VaeImage(*source),
+                ));
+                plan.push(image_or_dropped(
+                    dropout.source_vit,
+                    SplitSpec::VitImage(*source),
+                ));
+                if !dropout.instruction {
+                    plan.push(text(instruction, false));
+                }
+                push_target(&mut plan, *target, supervision);
+            }
+            Self::Understanding {
+                image,
+                question,
+                answer,
+            } => {
+                plan.push(SplitSpec::VitImage(*image));
+                if let Some(q) = question {
+                    plan.push(text(q, false));
+                }
+                plan.push(text(answer, true));
+            }
+            Self::Custom(splits) => plan.clone_from(splits),
+        }
+        plan
+    }
+}
+
+fn text(tokens: &[u32], loss: bool) -> SplitSpec {
+    SplitSpec::Text {
+        tokens: tokens.to_vec(),
+        loss,
+    }
+}
+
+fn image_or_dropped(dropped: bool, image: SplitSpec) -> SplitSpec {
+    if dropped {
+        SplitSpec::DroppedImage
+    } else {
+        image
+    }
+}
+
+fn push_target(plan: &mut Vec<SplitSpec>, target: ImageSize, supervision: &Supervision) {
+    plan.push(SplitSpec::NoisedImage(target));
+    if let Some(caption) = &supervision.caption {
+        plan.push(SplitSpec::Caption(caption.clone()));
+    }
+    if supervision.metaqueries {
+        plan.push(SplitSpec::Metaqueries);
+    }
+}
