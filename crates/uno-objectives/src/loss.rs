@@ -1,0 +1,234 @@
+//! The combined UNO objective `L = L_fm + w_cap L_cap + w_vis L_vis` (paper eq. 3).
+
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::caption::caption_term;
+use crate::error::ObjectiveError;
+
+// Not `Result`: the `Config` derive expands to code naming `Result<T, E>`.
+type Res<T> = crate::error::Result<T>;
+use crate::flow::flow_term;
+use crate::term::LossTerm;
+use crate::visual::visual_term;
+
+/// Weights of the UNO objective.
+///
+/// Paper appendix A lists 0.1 and 0.2 (the table lost its row labels; read in order as
+/// caption 0.1, visual 0.2). A weight of 0 disables its term: it is then not computed at all
+/// (its inputs are ignored, its count reported as 0).
+#[derive(burn::config::Config, Debug, PartialEq)]
+pub struct UnoLossConfig {
+    /// Weight of the caption cross entropy.
+    #[config(default = 0.1)]
+    pub caption: f64,
+    /// Weight of the metaquery cosine loss.
+    #[config(default = 0.2)]
+    pub visual: f64,
+    /// Check every computed term for NaN/inf inputs (one scalar read-back, i.e. one device
+    /// synchronisation, per term per step). Turn off to keep a GPU pipeline asynchronous.
+    #[config(default = true)]
+    pub check_finite: bool,
+}
+
+impl UnoLossConfig {
+    /// Validate the weights (finite, `>= 0`) and build the loss.
+    pub fn init(&self) -> Res<UnoLoss> {
+        for (name, w) in [("caption", self.caption), ("visual", self.visual)] {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(ObjectiveError::InvalidValue {
+                    name: if name == "caption" {
+                        "UnoLossConfig.caption"
+                    } else {
+                        "UnoLossConfig.visual"
+                    },
+                    value: w.to_string(),
+                    expected: "a finite weight >= 0 (0 disables the term)",
+                });
+            }
+        }
+        Ok(UnoLoss {
+            config: self.clone(),
+        })
+    }
+}
+
+/// Per-term item counts: noised VAE tokens, caption targets (ignored labels excluded) and
+/// metaqueries. Sum them over data-parallel ranks for [`UnoLoss::forward_global`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LossCounts {
+    /// Noised VAE tokens carrying a flow loss.
+    pub noised_tokens: usize,
+    /// Caption target tokens (non-ignored labels).
+    pub caption_tokens: usize,
+    /// Metaqueries.
+    pub metaqueries: usize,
+}
+
+/// Already-gathered inputs of one pack. Build with [`UnoLossInputs::new`] and the setters;
+/// a term without inputs (e.g. a plain BAGEL t2i pack has no caption) counts 0 items.
+#[derive(Debug, Clone)]
+pub struct UnoLossInputs<'a, B: Backend> {
+    device: B::Device,
+    flow: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    caption: Option<(Tensor<B, 2>, &'a [u32])>,
+    visual: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+}
+
+impl<'a, B: Backend> UnoLossInputs<'a, B> {
+    /// No inputs yet; zero terms are created on `device`.
+    pub fn new(device: &B::Device) -> Self {
+        Self {
+            device: device.clone(),
+            flow: None,
+            caption: None,
+            visual: None,
+        }
+    }
+
+    /// Predicted velocities `[N, C]` of the noised tokens and their targets `[N, C]`.
+    pub fn flow(mut self, pred: Tensor<B, 2>, target: Tensor<B, 2>) -> Self {
+        self.flow = Some((pred, target));
+        self
+    }
+
+    /// Caption logits `[N, V]` and labels (`N`, [`crate::IGNORE_INDEX`] to skip).
+    pub fn caption(mut self, logits: Tensor<B, 2>, labels: &'a [u32]) -> Self {
+        self.caption = Some((logits, labels));
+        self
+    }
+
+    /// Metaquery outputs `[M, D]` and their (pooled) targets `[M, D]`.
+    pub fn visual(mut self, pred: Tensor<B, 2>, target: Tensor<B, 2>) -> Self {
+        self.visual = Some((pred, target));
+        self
+    }
+}
+
+/// The loss of one pack: the weighted total and every (unweighted) component.
+#[derive(Debug, Clone)]
+pub struct UnoLossOutput<B: Backend> {
+    /// `flow + caption_weight * caption + visual_weight * visual`, shape `[1]`.
+    pub total: Tensor<B, 1>,
+    /// Flow-matching loss (unweighted).
+    pub flow: Tensor<B, 1>,
+    /// Caption cross entropy (unweighted; 0 when disabled or empty).
+    pub caption: Tensor<B, 1>,
+    /// Metaquery cosine loss (unweighted; 0 when disabled or empty).
+    pub visual: Tensor<B, 1>,
+    /// Local item counts of each term (0 for a disabled term).
+    pub counts: LossCounts,
+}
+
+/// The combined objective, built by [`UnoLossConfig::init`].
+#[derive(Debug, Clone)]
+pub struct UnoLoss {
+    config: UnoLossConfig,
+}
+
+struct Terms<B: Backend> {
+    flow: LossTerm<B>,
+    caption: LossTerm<B>,
+    visual: LossTerm<B>,
+}
+
+impl UnoLoss {
+    /// The configuration this loss was built from.
+    pub fn config(&self) -> &UnoLossConfig {
+        &self.config
+    }
+
+    fn terms<B: Backend>(&self, inputs: UnoLossInputs<'_, B>) -> Res<Terms<B>> {
+        let check = self.config.check_finite;
+        let device = inputs.device;
+        let flow = match inputs.flow {
+            Some((pred, target)) => flow_term(pred, target, check)?,
+            None => LossTerm::zero(&device),
+        };
+        let caption = match inputs.caption {
+            Some((logits, labels)) if self.config.caption > 0.0 => {
+                caption_term(logits, labels, check)?
+            }
+            _ => LossTerm::zero(&device),
+        };
+        let visual = match inputs.visual {
+            Some((pred, target)) if self.config.visual > 0.0 => visual_term(pred, target, check)?,
+            _ => LossTerm::zero(&device),
+        };
+        Ok(Terms {
+            flow,
+            caption,
+            visual,
+        })
+    }
+
+    fn combine<B: Backend>(
+        &self,
+        flow: Tensor<B, 1>,
+        caption: Tensor<B, 1>,
+        visual: Tensor<B, 1>,
+        counts: LossCounts,
+    ) -> UnoLossOutput<B> {
+        let mut total = flow.clone();
+        if self.config.caption > 0.0 {
+            total = total + caption.clone().mul_scalar(self.config.caption);
+        }
+        if self.config.visual > 0.0 {
+            total = total + visual.clone().mul_scalar(self.config.visual);
+        }
+        UnoLossOutput {
+            total,
+            flow,
+            caption,
+            visual,
+            counts,
+        }
+    }
+
+    /// The loss of one pack, each term averaged over this pack's own items.
+    pub fn forward<B: Backend>(&self, inputs: UnoLossInputs<'_, B>) -> Res<UnoLossOutput<B>> {
+        let t = self.terms(inputs)?;
+        let counts = LossCounts {
+            noised_tokens: t.flow.count,
+            caption_tokens: t.caption.count,
+            metaqueries: t.visual.count,
+        };
+        Ok(self.combine(t.flow.mean, t.caption.mean, t.visual.mean, counts))
+    }
+
+    /// The loss of one pack with each term's SUM divided by a global count: BAGEL's
+    /// data-parallel normalisation, `sum * scale / global_count`. All-reduce (sum) the
+    /// [`LossCounts`] of every rank first.
+    ///
+    /// `scale` is 1 when the ranks' gradients are SUMMED and the world size when they are
+    /// AVERAGED (DDP; BAGEL multiplies by `world_size` for this reason). The output `counts`
+    /// stay local. A global count of 0 with local items is an error.
+    pub fn forward_global<B: Backend>(
+        &self,
+        inputs: UnoLossInputs<'_, B>,
+        global: LossCounts,
+        scale: f64,
+    ) -> Res<UnoLossOutput<B>> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(ObjectiveError::InvalidValue {
+                name: "scale",
+                value: scale.to_string(),
+                expected: "a finite number > 0 (1 for summed gradients, world size for averaged)",
+            });
+        }
+        let t = self.terms(inputs)?;
+        let counts = LossCounts {
+            noised_tokens: t.flow.count,
+            caption_tokens: t.caption.count,
+            metaqueries: t.visual.count,
+        };
+        let flow = t.flow.normalized_by(global.noised_tokens, "flow")?;
+        let caption = t.caption.normalized_by(global.caption_tokens, "caption")?;
+        let visual = t.visual.normalized_by(global.metaqueries, "visual")?;
+        Ok(self.combine(
+            flow.mul_scalar(scale),
+            caption.mul_scalar(scale),
+            visual.mul_scalar(scale),
+            counts,
+        ))
+    }
+}
