@@ -1,1 +1,39 @@
-//! BAGEL's mixture-of-transformers decoder (issue #3 fills this crate).
+//! BAGEL's mixture-of-transformers (MoT) decoder on Burn, generic over `B: Backend`.
+//!
+//! A Qwen2-style decoder in which every layer holds two experts of the same shape, the
+//! *understanding* expert (text and ViT tokens) and the *generation* expert (VAE latent
+//! tokens). Each expert computes Q/K/V, `o_proj` and the SwiGLU MLP for its own tokens
+//! (fixed routing by index lists, no router); the attention is ONE joint attention over all
+//! tokens of a sample. Per layer:
+//!
+//! ```text
+//! x_e  = input_layernorm_e(h_e)                          (e = expert of the token)
+//! q,k,v = q/k/v_proj_e(x_e); q,k = q/k_norm_e over head_dim; RoPE (rotate-half, position ids)
+//! a    = joint masked GQA attention per sample (block-diagonal over the pack)
+//! h_e += o_proj_e(a_e);  h_e += mlp_e(post_attention_layernorm_e(h_e))
+//! ```
+//!
+//! and the output is `norm(h)` for und tokens, `norm_moe_gen(h)` for gen tokens.
+//!
+//! * [`MotConfig`]: BAGEL `llm_config.json` fields, presets, validation, `init`.
+//! * [`MotModel::forward`]: packed training forward; [`Routing`], [`SampleMask`] inputs.
+//! * [`MotModel::freeze_und`], [`MotModel::init_gen_from_und`]: UNO's setup.
+//! * [`MotModel::prefill`], [`MotModel::forward_cached`], [`KvCache`]: inference.
+//! * [`attention::attend`]: the single attention entry point (swap in a fused kernel there).
+//!
+//! This crate does not depend on `uno-packing`: it takes plain index and mask tensors.
+
+pub mod attention;
+mod config;
+mod error;
+pub mod layers;
+mod model;
+pub mod rope;
+mod routing;
+
+pub use attention::SampleMask;
+pub use config::MotConfig;
+pub use error::MotError;
+pub use layers::{ExpertLayer, Mlp, SelfAttnProj};
+pub use model::{KvCache, MotLayer, MotModel};
+pub use routing::Routing;

@@ -1,0 +1,114 @@
+//! Forward + backward of a small MoT (hidden 256, 4 layers, 4 heads / 2 KV heads,
+//! intermediate 1024) on one 1024-token sample, half und / half gen, on the CPU backends
+//! under `Autodiff`.
+//!
+//! Throughput is reported as FLOP/s (criterion's "elem/s"), counting matmul FLOPs only:
+//! per layer and token `2 * (h*h [q] + 2*h*kv_dim [k, v] + h*h [o] + 3*h*I [mlp])`, plus per
+//! layer `2 * 2 * L^2 * h` for `q k^T` and `p v` (full square, masked entries included, as
+//! the unfused kernel computes them); backward = 2 x forward, so a step = 3 x forward.
+//!
+//! Run: `cargo bench -p uno-mot --features ndarray -- --sample-size 10`
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use uno_mot::{MotConfig, MotModel, Routing, SampleMask};
+
+const TOKENS: usize = 1024;
+
+/// Matmul FLOPs of one forward + backward step (see the module docs).
+fn step_flops(c: &MotConfig, l: usize) -> u64 {
+    let (h, i) = (c.hidden_size as u64, c.intermediate_size as u64);
+    let kv = (c.num_key_value_heads * c.head_dim()) as u64;
+    let l = l as u64;
+    let per_token = 2 * (h * h + 2 * h * kv + h * h + 3 * h * i);
+    let attn = 4 * l * l * h;
+    3 * c.num_hidden_layers as u64 * (per_token * l + attn)
+}
+
+struct Setup<B: Backend> {
+    model: MotModel<B>,
+    hidden: Tensor<B, 2>,
+    routing: Routing<B>,
+    position_ids: Tensor<B, 1, Int>,
+    samples: Vec<SampleMask<B>>,
+    weights: Tensor<B, 2>,
+}
+
+/// Und tokens 0..512 (causal text), gen tokens 512..1024 (an image that sees the text and
+/// itself, sharing one position id).
+fn setup<B: Backend>(config: &MotConfig) -> Setup<B> {
+    let device = B::Device::default();
+    B::seed(&device, 0);
+    let model = config.init::<B>(&device).expect("valid config");
+    let half = TOKENS / 2;
+    let und: Vec<usize> = (0..half).collect();
+    let gen_idx: Vec<usize> = (half..TOKENS).collect();
+    let mask: Vec<bool> = (0..TOKENS * TOKENS)
+        .map(|k| {
+            let (r, c) = (k / TOKENS, k % TOKENS);
+            if r < half { c > r } else { false }
+        })
+        .collect();
+    let pos: Vec<i64> = (0..TOKENS)
+        .map(|i| if i < half { i as i64 } else { half as i64 })
+        .collect();
+    let normal = Distribution::Normal(0.0, 1.0);
+    Setup {
+        model,
+        hidden: Tensor::random([TOKENS, config.hidden_size], normal, &device),
+        routing: Routing::from_indices(&und, &gen_idx, TOKENS, &device).unwrap(),
+        position_ids: Tensor::from_data(TensorData::new(pos, [TOKENS]), &device),
+        samples: vec![SampleMask {
+            start: 0,
+            len: TOKENS,
+            mask: Tensor::from_data(TensorData::new(mask, [TOKENS, TOKENS]), &device),
+        }],
+        weights: Tensor::random([TOKENS, config.hidden_size], normal, &device),
+    }
+}
+
+fn bench_backend<B: Backend>(c: &mut Criterion, name: &str) {
+    let config = MotConfig::small();
+    let s = setup::<Autodiff<B>>(&config);
+    let mut group = c.benchmark_group("mot_fwd_bwd_h256_l4_1k");
+    group.throughput(Throughput::Elements(step_flops(&config, TOKENS)));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let out = s
+                .model
+                .forward(
+                    s.hidden.clone(),
+                    &s.routing,
+                    s.position_ids.clone(),
+                    &s.samples,
+                )
+                .unwrap();
+            let loss = (out * s.weights.clone()).sum();
+            let grads = loss.backward();
+            // Async backends (wgpu, cuda) must finish the step inside the timing.
+            Autodiff::<B>::sync(&B::Device::default()).unwrap();
+            std::hint::black_box(grads)
+        })
+    });
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let config = MotConfig::small();
+    eprintln!(
+        "step FLOPs (matmul only, fwd + bwd): {:.3} GFLOP",
+        step_flops(&config, TOKENS) as f64 / 1e9
+    );
+    bench_backend::<burn::backend::Flex>(c, "flex");
+    #[cfg(feature = "ndarray")]
+    bench_backend::<burn::backend::NdArray>(c, "ndarray");
+    #[cfg(feature = "wgpu")]
+    bench_backend::<burn::backend::Wgpu>(c, "wgpu");
+    #[cfg(feature = "cuda")]
+    bench_backend::<burn::backend::Cuda>(c, "cuda");
+}
+
+criterion_group!(mot, benches);
+criterion_main!(mot);

@@ -1,0 +1,382 @@
+//! The MoT decoder: layers of (und expert, gen expert) around one joint attention.
+
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::nn::RmsNorm;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor};
+
+use crate::attention::{SampleMask, attend, from_heads, joint_attention, to_heads};
+use crate::layers::{ExpertLayer, rms_norm};
+use crate::rope::RopeTables;
+use crate::{MotConfig, MotError, Routing};
+
+/// One decoder layer: the understanding expert's and the generation expert's parameters.
+/// The attention is shared (computed jointly over both experts' Q/K/V).
+#[derive(Module, Debug)]
+pub struct MotLayer<B: Backend> {
+    /// Understanding expert (BAGEL's plain names).
+    pub und: ExpertLayer<B>,
+    /// Generation expert (BAGEL's `_moe_gen` names).
+    pub moe_gen: ExpertLayer<B>,
+}
+
+impl<B: Backend> MotLayer<B> {
+    /// One layer on the residual stream `h` (`[L, hidden]`, *expert order*, see [`Routing`]).
+    ///
+    /// Each expert computes Q/K/V for its rows; they are put in sequence order, RoPE is
+    /// applied, `attn(q, k, v)` returns the attention output in sequence order, which goes
+    /// back to expert order for `o_proj` and the MLP.
+    fn forward(
+        &self,
+        h: Tensor<B, 2>,
+        routing: &Routing<B>,
+        rope: &RopeTables<B>,
+        attn: impl FnOnce(Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let a = &self.und.self_attn;
+        let (nh, nkv, hd) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let qkv = routing.per_expert(h.clone(), |x| self.und.qkv(x), |x| self.moe_gen.qkv(x));
+        let qkv = routing.to_seq_order(qkv);
+        let q = qkv.clone().narrow(1, 0, nh * hd);
+        let k = qkv.clone().narrow(1, nh * hd, nkv * hd);
+        let v = qkv.narrow(1, (nh + nkv) * hd, nkv * hd);
+        let q = rope.apply(q, nh);
+        let k = rope.apply(k, nkv);
+        let out = routing.to_expert_order(attn(q, k, v));
+        routing.per_expert2(
+            h,
+            out,
+            |x, o| self.und.finish(x, o),
+            |x, o| self.moe_gen.finish(x, o),
+        )
+    }
+}
+
+/// BAGEL's mixture-of-transformers decoder (Qwen2 layers with an understanding and a
+/// generation expert), without embeddings and `lm_head` (those live in `uno-core`).
+///
+/// Checkpoint names (BAGEL `language_model.model.` prefix):
+///
+/// | here | BAGEL |
+/// |---|---|
+/// | `layers.{i}.und.self_attn.q_proj` | `layers.{i}.self_attn.q_proj` |
+/// | `layers.{i}.moe_gen.self_attn.q_proj` | `layers.{i}.self_attn.q_proj_moe_gen` |
+/// | `layers.{i}.und.mlp.gate_proj` | `layers.{i}.mlp.gate_proj` |
+/// | `layers.{i}.moe_gen.mlp.gate_proj` | `layers.{i}.mlp_moe_gen.gate_proj` |
+/// | `layers.{i}.moe_gen.input_layernorm` | `layers.{i}.input_layernorm_moe_gen` |
+/// | `norm`, `norm_moe_gen` | `norm`, `norm_moe_gen` |
+///
+/// Linear weights are `[in, out]` here (PyTorch: `[out, in]`), norm weights are `gamma`.
+#[derive(Module, Debug)]
+pub struct MotModel<B: Backend> {
+    /// Decoder layers.
+    pub layers: Vec<MotLayer<B>>,
+    /// Final norm of understanding tokens.
+    pub norm: RmsNorm<B>,
+    /// Final norm of generation tokens.
+    pub norm_moe_gen: RmsNorm<B>,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// RoPE base.
+    pub rope_theta: f64,
+}
+
+/// Keys and values of a prefilled context, per layer, for incremental inference.
+///
+/// K is stored after k-norm and RoPE, V as projected; both `[len, kv_heads * head_dim]`.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
+    len: usize,
+}
+
+impl<B: Backend> Default for KvCache<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache (no context).
+    pub fn new() -> Self {
+        Self {
+            layers: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Cached `(k, v)` of one layer, `[len, kv_heads * head_dim]` each (`None` when empty).
+    pub fn layer(&self, index: usize) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+        self.layers.get(index).cloned()
+    }
+}
+
+/// Gives every float parameter a fresh id and a fresh autodiff leaf (trainable), keeping
+/// the values: copies must not share ids (optimizer state, gradients) or graph nodes.
+struct FreshCopy;
+
+impl<B: Backend> ModuleMapper<B> for FreshCopy {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let tensor = param.val();
+        Param::initialized(ParamId::new(), tensor.detach().require_grad())
+    }
+}
+
+impl<B: Backend> MotModel<B> {
+    /// Random init from a config already validated (use [`MotConfig::init`]).
+    pub(crate) fn new(config: &MotConfig, device: &B::Device) -> Self {
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| MotLayer {
+                und: ExpertLayer::new(config, device),
+                moe_gen: ExpertLayer::new(config, device),
+            })
+            .collect();
+        Self {
+            layers,
+            norm: rms_norm(config.hidden_size, config.rms_norm_eps, device),
+            norm_moe_gen: rms_norm(config.hidden_size, config.rms_norm_eps, device),
+            hidden_size: config.hidden_size,
+            num_heads: config.num_attention_heads,
+            num_kv_heads: config.num_key_value_heads,
+            head_dim: config.head_dim(),
+            rope_theta: config.rope_theta,
+        }
+    }
+
+    /// Forward a packed sequence.
+    ///
+    /// - `hidden`: `[L, hidden]`, one row per token of the pack (embeddings, ViT/VAE tokens
+    ///   already projected to the model width).
+    /// - `routing`: which rows go to which expert ([`Routing::new`] validates it).
+    /// - `position_ids`: `[L]` 1-D RoPE positions (tokens of one image share an id).
+    /// - `samples`: the pack's samples, tiling `0..L` in order, each with its own
+    ///   `[len, len]` mask (`true` = masked). Attention is block-diagonal over them.
+    ///
+    /// Returns `[L, hidden]` in sequence order, each row normalised by its expert's final
+    /// norm (`norm` for und rows, `norm_moe_gen` for gen rows). Differentiable; under
+    /// `Autodiff` see [`crate::attention`] for the memory kept per layer.
+    pub fn forward(
+        &self,
+        hidden: Tensor<B, 2>,
+        routing: &Routing<B>,
+        position_ids: Tensor<B, 1, Int>,
+        samples: &[SampleMask<B>],
+    ) -> Result<Tensor<B, 2>, MotError> {
+        let len = self.check_inputs(&hidden, routing, &position_ids)?;
+        check_samples(samples, len)?;
+        if len == 0 {
+            return Ok(hidden);
+        }
+        let rope = RopeTables::new(position_ids, self.head_dim, self.rope_theta);
+        let (nh, nkv) = (self.num_heads, self.num_kv_heads);
+        let mut h = routing.to_expert_order(hidden);
+        for layer in &self.layers {
+            h = layer.forward(h, routing, &rope, |q, k, v| {
+                joint_attention(q, k, v, samples, nh, nkv)
+            });
+        }
+        Ok(self.final_norm(h, routing))
+    }
+
+    /// Prefill one sample's context into a new cache: `forward_cached` with an empty cache
+    /// (`mask` is `[L, L]`).
+    pub fn prefill(
+        &self,
+        hidden: Tensor<B, 2>,
+        routing: &Routing<B>,
+        position_ids: Tensor<B, 1, Int>,
+        mask: Tensor<B, 2, Bool>,
+    ) -> Result<(Tensor<B, 2>, KvCache<B>), MotError> {
+        self.forward_cached(hidden, routing, position_ids, mask, &KvCache::new())
+    }
+
+    /// Forward `n` new tokens of ONE sample that attend to the cached context and to each
+    /// other.
+    ///
+    /// - `hidden` `[n, hidden]`, `routing` over these `n` tokens, `position_ids` `[n]`;
+    /// - `mask`: `[n, cache.len() + n]`, `true` = masked; columns are the cached tokens
+    ///   then the new ones (the same rows of the full sample's mask).
+    ///
+    /// Returns the outputs (as [`MotModel::forward`]) and the cache extended by these
+    /// tokens; drop it to keep querying the same context (e.g. image tokens at each sampler
+    /// step). Equal to the full forward when the cached tokens do not attend to later ones.
+    pub fn forward_cached(
+        &self,
+        hidden: Tensor<B, 2>,
+        routing: &Routing<B>,
+        position_ids: Tensor<B, 1, Int>,
+        mask: Tensor<B, 2, Bool>,
+        cache: &KvCache<B>,
+    ) -> Result<(Tensor<B, 2>, KvCache<B>), MotError> {
+        let n = self.check_inputs(&hidden, routing, &position_ids)?;
+        if !cache.layers.is_empty() && cache.layers.len() != self.layers.len() {
+            return Err(MotError::CacheLayers {
+                expected: self.layers.len(),
+                got: cache.layers.len(),
+            });
+        }
+        let total = cache.len + n;
+        if mask.dims() != [n, total] {
+            return Err(MotError::Shape {
+                arg: "mask",
+                expected: vec![n, total],
+                got: mask.dims().to_vec(),
+            });
+        }
+        if n == 0 {
+            return Ok((hidden, cache.clone()));
+        }
+        let rope = RopeTables::new(position_ids, self.head_dim, self.rope_theta);
+        let (nh, nkv) = (self.num_heads, self.num_kv_heads);
+        let mut new_layers = Vec::with_capacity(self.layers.len());
+        let mut h = routing.to_expert_order(hidden);
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(h, routing, &rope, |q, k, v| {
+                let (k, v) = match cache.layers.get(i) {
+                    Some((ck, cv)) => (
+                        Tensor::cat(vec![ck.clone(), k], 0),
+                        Tensor::cat(vec![cv.clone(), v], 0),
+                    ),
+                    None => (k, v),
+                };
+                let out = attend(
+                    to_heads(q, nh),
+                    to_heads(k.clone(), nkv),
+                    to_heads(v.clone(), nkv),
+                    mask.clone(),
+                );
+                new_layers.push((k, v));
+                from_heads(out)
+            });
+        }
+        let cache = KvCache {
+            layers: new_layers,
+            len: total,
+        };
+        Ok((self.final_norm(h, routing), cache))
+    }
+
+    /// Freeze the understanding expert (every layer's `und` and the final `norm`): its
+    /// parameters stop requiring gradients (Burn's `no_grad`), so they get no gradient and
+    /// no optimizer update. Activations are NOT detached: gradients still flow through the
+    /// frozen expert's computations into the generation expert (UNO's whole point). Freeze
+    /// anything else with `.no_grad()` on that module.
+    pub fn freeze_und(mut self) -> Self {
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|l| MotLayer {
+                und: l.und.no_grad(),
+                moe_gen: l.moe_gen,
+            })
+            .collect();
+        self.norm = self.norm.no_grad();
+        self
+    }
+
+    /// BAGEL's `init_moe`: the generation expert (every layer's `moe_gen` and `norm_moe_gen`)
+    /// becomes a copy of the understanding expert. The copies get fresh parameter ids and
+    /// are trainable, whether or not the understanding expert is frozen.
+    pub fn init_gen_from_und(mut self) -> Self {
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|l| MotLayer {
+                moe_gen: l.und.clone().map(&mut FreshCopy),
+                und: l.und,
+            })
+            .collect();
+        self.norm_moe_gen = self.norm.clone().map(&mut FreshCopy);
+        self
+    }
+
+    fn final_norm(&self, h: Tensor<B, 2>, routing: &Routing<B>) -> Tensor<B, 2> {
+        let h = routing.per_expert(
+            h,
+            |x| self.norm.forward(x),
+            |x| self.norm_moe_gen.forward(x),
+        );
+        routing.to_seq_order(h)
+    }
+
+    fn check_inputs(
+        &self,
+        hidden: &Tensor<B, 2>,
+        routing: &Routing<B>,
+        position_ids: &Tensor<B, 1, Int>,
+    ) -> Result<usize, MotError> {
+        let [len, width] = hidden.dims();
+        if width != self.hidden_size {
+            return Err(MotError::Shape {
+                arg: "hidden",
+                expected: vec![len, self.hidden_size],
+                got: vec![len, width],
+            });
+        }
+        if routing.len() != len {
+            return Err(MotError::RoutingCount {
+                num_und: routing.num_und(),
+                num_gen: routing.num_gen(),
+                len,
+            });
+        }
+        if position_ids.dims() != [len] {
+            return Err(MotError::Shape {
+                arg: "position_ids",
+                expected: vec![len],
+                got: position_ids.dims().to_vec(),
+            });
+        }
+        Ok(len)
+    }
+}
+
+/// Samples must tile `0..len` in order, none empty, each mask `[len_i, len_i]`.
+pub(crate) fn check_samples<B: Backend>(
+    samples: &[SampleMask<B>],
+    len: usize,
+) -> Result<(), MotError> {
+    let mut end = 0;
+    for (i, s) in samples.iter().enumerate() {
+        if s.len == 0 {
+            return Err(MotError::EmptySample { sample: i });
+        }
+        if s.start != end {
+            return Err(MotError::SampleGap {
+                sample: i,
+                start: s.start,
+                expected_start: end,
+                len,
+            });
+        }
+        let got = s.mask.dims();
+        if got != [s.len, s.len] {
+            return Err(MotError::SampleMaskShape {
+                sample: i,
+                len: s.len,
+                got,
+            });
+        }
+        end += s.len;
+    }
+    if end != len {
+        return Err(MotError::SampleCoverage { covered: end, len });
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! 1-D rotary position embedding, rotate-half convention (HF Qwen2 / BAGEL), at arbitrary
+//! position ids.
+//!
+//! burn-nn's `RotaryEncoding` rotates interleaved pairs over contiguous positions; BAGEL
+//! rotates halves (`x * cos + rotate_half(x) * sin`, `rotate_half(x) = [-x2, x1]`) and several
+//! tokens (all tokens of one image) share one id, so this small module is ours.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+/// Cos/sin tables for one set of position ids, shared by all layers of a forward pass.
+#[derive(Debug, Clone)]
+pub struct RopeTables<B: Backend> {
+    /// `[n, 1, head_dim]`.
+    pub cos: Tensor<B, 3>,
+    /// `[n, 1, head_dim]`.
+    pub sin: Tensor<B, 3>,
+}
+
+impl<B: Backend> RopeTables<B> {
+    /// Tables for `position_ids` (`[n]`): angle `p * theta^(-2i/head_dim)`, `i < head_dim/2`,
+    /// duplicated over the two halves (HF `cat(freqs, freqs)`), computed in f32.
+    pub fn new(position_ids: Tensor<B, 1, Int>, head_dim: usize, theta: f64) -> Self {
+        let device = position_ids.device();
+        let [n] = position_ids.dims();
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
+            .collect();
+        let inv_freq = Tensor::<B, 1>::from_data(TensorData::new(inv_freq, [half]), &device);
+        let freqs = position_ids.float().reshape([n, 1]) * inv_freq.reshape([1, half]);
+        let emb = Tensor::cat(vec![freqs.clone(), freqs], 1).reshape([n, 1, head_dim]);
+        Self {
+            cos: emb.clone().cos(),
+            sin: emb.sin(),
+        }
+    }
+
+    /// Rotate `x` (`[n, heads * head_dim]`, rows in the same order as the position ids).
+    pub fn apply(&self, x: Tensor<B, 2>, heads: usize) -> Tensor<B, 2> {
+        let [n, width] = x.dims();
+        let head_dim = width / heads;
+        let half = head_dim / 2;
+        let x = x.reshape([n, heads, head_dim]);
+        let x1 = x.clone().narrow(2, 0, half);
+        let x2 = x.clone().narrow(2, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 2);
+        (x * self.cos.clone() + rotated * self.sin.clone()).reshape([n, width])
+    }
+}

@@ -1,0 +1,127 @@
+//! Incremental inference with a KV cache equals the full forward.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use uno_mot::{KvCache, MotError, Routing, SampleMask};
+use uno_testing::{assert_close, to_vec};
+
+use crate::common::{Kind, bools, ints, randn, split_mask, tiny};
+
+/// Rows `r0..r1`, columns `0..c1` of a row-major `n x n` mask.
+fn block(m: &[bool], n: usize, r0: usize, r1: usize, c1: usize) -> Vec<bool> {
+    (r0..r1)
+        .flat_map(|r| m[r * n..r * n + c1].to_vec())
+        .collect()
+}
+
+fn kv_cache_matches_full_forward<B: Backend>() {
+    let device = B::Device::default();
+    let h = 32;
+    // One sample: prompt text (und, causal 5), clean image (gen, full 3), text (und, causal
+    // 2), then the noised image (gen, noise 4) that the sampler queries at every step.
+    let splits = [
+        (Kind::Causal, 5),
+        (Kind::Full, 3),
+        (Kind::Causal, 2),
+        (Kind::Noise, 4),
+    ];
+    let (mask, n) = split_mask(&splits);
+    let is_gen: Vec<bool> = (0..n).map(|i| (5..8).contains(&i) || i >= 10).collect();
+    let pos: Vec<i64> = vec![0, 1, 2, 3, 4, 5, 5, 5, 6, 7, 8, 8, 8, 8];
+    let model = tiny::<B>(2, 61, &device);
+    let hidden = randn::<B, 2>([n, h], 62, &device);
+
+    let routing_of = |r0: usize, r1: usize| {
+        let und: Vec<usize> = (r0..r1).filter(|&i| !is_gen[i]).map(|i| i - r0).collect();
+        let gen_idx: Vec<usize> = (r0..r1).filter(|&i| is_gen[i]).map(|i| i - r0).collect();
+        Routing::<B>::from_indices(&und, &gen_idx, r1 - r0, &device).unwrap()
+    };
+    let full_forward = |hidden: Tensor<B, 2>| {
+        let samples = [SampleMask {
+            start: 0,
+            len: n,
+            mask: bools(mask.clone(), n, n, &device),
+        }];
+        to_vec(
+            model
+                .forward(hidden, &routing_of(0, n), ints(&pos, &device), &samples)
+                .unwrap(),
+        )
+    };
+    let step = |hidden: &Tensor<B, 2>, r0: usize, r1: usize, cache: &KvCache<B>| {
+        model
+            .forward_cached(
+                hidden.clone().narrow(0, r0, r1 - r0),
+                &routing_of(r0, r1),
+                ints(&pos[r0..r1], &device),
+                bools(block(&mask, n, r0, r1, r1), r1 - r0, r1, &device),
+                cache,
+            )
+            .unwrap()
+    };
+    let full = full_forward(hidden.clone());
+
+    // Prefill the context (10 tokens) once, then query the 4 noised-image tokens.
+    let (ctx_out, cache) = model
+        .prefill(
+            hidden.clone().narrow(0, 0, 10),
+            &routing_of(0, 10),
+            ints(&pos[..10], &device),
+            bools(block(&mask, n, 0, 10, 10), 10, 10, &device),
+        )
+        .unwrap();
+    assert_eq!(cache.len(), 10);
+    assert_close(&to_vec(ctx_out), &full[..10 * h], 1e-5, 1e-5);
+    let (q_out, extended) = step(&hidden, 10, 14, &cache);
+    assert_eq!(extended.len(), 14);
+    assert_close(&to_vec(q_out), &full[10 * h..], 1e-5, 1e-5);
+
+    // Chunked prefill (5, 3, 2 tokens) gives the same cache and outputs.
+    let mut cache = KvCache::new();
+    let mut outs = Vec::new();
+    for (r0, r1) in [(0, 5), (5, 8), (8, 10), (10, 14)] {
+        let (o, c) = step(&hidden, r0, r1, &cache);
+        outs.extend(to_vec(o));
+        cache = if r1 < 14 { c } else { cache };
+    }
+    assert_eq!(cache.len(), 10);
+    assert_close(&outs, &full, 1e-5, 1e-5);
+
+    // Reuse: a new noised image (next sampler step) against the SAME cache equals a full
+    // forward with those tokens.
+    let noise2 = randn::<B, 2>([4, h], 63, &device);
+    let hidden2 = Tensor::cat(vec![hidden.clone().narrow(0, 0, 10), noise2], 0);
+    let full2 = full_forward(hidden2.clone());
+    let (q2, _) = step(&hidden2, 10, 14, &cache);
+    assert_close(&to_vec(q2), &full2[10 * h..], 1e-5, 1e-5);
+    let d: f32 = full2[10 * h..]
+        .iter()
+        .zip(&full[10 * h..])
+        .map(|(a, b)| (a - b).abs())
+        .sum();
+    assert!(d > 1e-2, "a different query must give a different output");
+
+    // A cache from a model with another depth is rejected.
+    let other = tiny::<B>(1, 64, &device);
+    let e = other
+        .forward_cached(
+            hidden.clone().narrow(0, 10, 4),
+            &routing_of(10, 14),
+            ints(&pos[10..], &device),
+            Tensor::from_data(TensorData::new(vec![false; 4 * 14], [4, 14]), &device),
+            &cache,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MotError::CacheLayers {
+                expected: 1,
+                got: 2
+            }
+        ),
+        "{e}"
+    );
+}
+
+uno_testing::backend_tests!(kv_cache_matches_full_forward);

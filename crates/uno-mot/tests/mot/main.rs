@@ -1,0 +1,10 @@
+//! Integration tests of the MoT decoder, instantiated per backend with
+//! `uno_testing::backend_tests!` (flex always; ndarray/wgpu/cuda behind this crate's features).
+
+mod common;
+mod errors;
+mod fd_grad;
+mod forward;
+mod freeze;
+mod kv_cache;
+mod reference;

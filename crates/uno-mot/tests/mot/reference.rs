@@ -1,0 +1,182 @@
+//! Parity with the independent NumPy reference (`tools/mot_reference.py`), which wrote
+//! weights under BAGEL's names in PyTorch layout, a packed input and expected outputs.
+
+use burn::module::Param;
+use burn::nn::{Linear, RmsNorm};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+use uno_mot::{ExpertLayer, MotConfig, MotModel, Routing, SampleMask};
+use uno_testing::{assert_close, to_vec};
+
+const FIXTURE: &[u8] = include_bytes!("../data/mot_reference.safetensors");
+
+struct Fixture<'a> {
+    st: SafeTensors<'a>,
+    config: MotConfig,
+}
+
+impl<'a> Fixture<'a> {
+    fn load() -> Self {
+        let (_, meta) = SafeTensors::read_metadata(FIXTURE).unwrap();
+        let config = meta.metadata().as_ref().unwrap()["config"].clone();
+        Self {
+            st: SafeTensors::deserialize(FIXTURE).unwrap(),
+            config: serde_json::from_str(&config).unwrap(),
+        }
+    }
+
+    fn f32s(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let t = self
+            .st
+            .tensor(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.dtype(), Dtype::F32, "{name}");
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (t.shape().to_vec(), v)
+    }
+
+    fn i64s(&self, name: &str) -> Vec<i64> {
+        let t = self.st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), Dtype::I64, "{name}");
+        t.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    fn u8s(&self, name: &str) -> (Vec<usize>, Vec<u8>) {
+        let t = self.st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), Dtype::U8, "{name}");
+        (t.shape().to_vec(), t.data().to_vec())
+    }
+
+    fn tensor<B: Backend, const D: usize>(&self, name: &str, device: &B::Device) -> Tensor<B, D> {
+        let (shape, v) = self.f32s(name);
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    /// PyTorch `[out, in]` Linear weight (+ optional bias) into Burn's `[in, out]`.
+    fn linear<B: Backend>(&self, lin: &mut Linear<B>, name: &str, device: &B::Device) {
+        let w: Tensor<B, 2> = self.tensor(&format!("{name}.weight"), device);
+        assert_eq!(w.dims(), {
+            let [i, o] = lin.weight.dims();
+            [o, i]
+        });
+        lin.weight = Param::from_tensor(w.transpose());
+        let bias = format!("{name}.bias");
+        match (&lin.bias, self.st.tensor(&bias).is_ok()) {
+            (Some(_), true) => lin.bias = Some(Param::from_tensor(self.tensor(&bias, device))),
+            (None, false) => {}
+            (has, _) => panic!(
+                "{name}: bias presence mismatch (model has {})",
+                has.is_some()
+            ),
+        }
+    }
+
+    fn norm<B: Backend>(&self, norm: &mut RmsNorm<B>, name: &str, device: &B::Device) {
+        norm.gamma = Param::from_tensor(self.tensor(&format!("{name}.weight"), device));
+    }
+
+    fn expert<B: Backend>(&self, e: &mut ExpertLayer<B>, i: usize, sfx: &str, device: &B::Device) {
+        let p = format!("layers.{i}.");
+        let a = &mut e.self_attn;
+        self.linear(&mut a.q_proj, &format!("{p}self_attn.q_proj{sfx}"), device);
+        self.linear(&mut a.k_proj, &format!("{p}self_attn.k_proj{sfx}"), device);
+        self.linear(&mut a.v_proj, &format!("{p}self_attn.v_proj{sfx}"), device);
+        self.linear(&mut a.o_proj, &format!("{p}self_attn.o_proj{sfx}"), device);
+        self.norm(
+            a.q_norm.as_mut().unwrap(),
+            &format!("{p}self_attn.q_norm{sfx}"),
+            device,
+        );
+        self.norm(
+            a.k_norm.as_mut().unwrap(),
+            &format!("{p}self_attn.k_norm{sfx}"),
+            device,
+        );
+        let m = &mut e.mlp;
+        self.linear(&mut m.gate_proj, &format!("{p}mlp{sfx}.gate_proj"), device);
+        self.linear(&mut m.up_proj, &format!("{p}mlp{sfx}.up_proj"), device);
+        self.linear(&mut m.down_proj, &format!("{p}mlp{sfx}.down_proj"), device);
+        self.norm(
+            &mut e.input_layernorm,
+            &format!("{p}input_layernorm{sfx}"),
+            device,
+        );
+        self.norm(
+            &mut e.post_attention_layernorm,
+            &format!("{p}post_attention_layernorm{sfx}"),
+            device,
+        );
+    }
+
+    fn model<B: Backend>(&self, layers: usize, device: &B::Device) -> MotModel<B> {
+        let mut model = self
+            .config
+            .clone()
+            .with_layers(layers)
+            .init::<B>(device)
+            .unwrap();
+        for (i, layer) in model.layers.iter_mut().enumerate() {
+            self.expert(&mut layer.und, i, "", device);
+            self.expert(&mut layer.moe_gen, i, "_moe_gen", device);
+        }
+        self.norm(&mut model.norm, "norm", device);
+        self.norm(&mut model.norm_moe_gen, "norm_moe_gen", device);
+        model
+    }
+
+    fn run<B: Backend>(&self, layers: usize, expected: &str) {
+        let device = B::Device::default();
+        let model = self.model::<B>(layers, &device);
+        let hidden: Tensor<B, 2> = self.tensor("input.hidden", &device);
+        let l = hidden.dims()[0];
+        let ints = |name: &str| -> Tensor<B, 1, Int> {
+            let v = self.i64s(name);
+            let n = v.len();
+            Tensor::from_data(TensorData::new(v, [n]), &device)
+        };
+        let routing = Routing::new(ints("input.und_idx"), ints("input.gen_idx"), l).unwrap();
+        let mut samples = Vec::new();
+        let mut start = 0;
+        for (i, len) in self.i64s("input.sample_lens").into_iter().enumerate() {
+            let len = len as usize;
+            let (shape, m) = self.u8s(&format!("input.mask.{i}"));
+            assert_eq!(shape, vec![len, len]);
+            let mask: Tensor<B, 2, Bool> = Tensor::from_data(
+                TensorData::new(
+                    m.into_iter().map(|x| x != 0).collect::<Vec<_>>(),
+                    [len, len],
+                ),
+                &device,
+            );
+            samples.push(SampleMask { start, len, mask });
+            start += len;
+        }
+        let out = model
+            .forward(hidden, &routing, ints("input.position_ids"), &samples)
+            .unwrap();
+        let (shape, want) = self.f32s(expected);
+        assert_eq!(out.dims().to_vec(), shape);
+        assert_close(&to_vec(out), &want, 1e-4, 0.0);
+    }
+}
+
+fn numpy_reference_one_layer<B: Backend>() {
+    let f = Fixture::load();
+    assert_eq!(f.config.hidden_size, 32);
+    assert_eq!(f.config.num_key_value_heads, 2);
+    f.run::<B>(1, "expected.one_layer");
+}
+
+fn numpy_reference_two_layers<B: Backend>() {
+    Fixture::load().run::<B>(2, "expected.two_layers");
+}
+
+uno_testing::backend_tests!(numpy_reference_one_layer, numpy_reference_two_layers);
