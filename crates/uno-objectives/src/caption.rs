@@ -14,6 +14,12 @@ use crate::term::{LossTerm, ensure_finite, nonfinite_probe};
 /// unsigned token ids, so the sentinel is `u32::MAX`).
 pub const IGNORE_INDEX: u32 = u32::MAX;
 
+/// Number of labels that carry a loss (not [`IGNORE_INDEX`]): the caption count of a pack,
+/// known on the host before the forward pass (for all-reducing global counts early).
+pub fn caption_target_count(labels: &[u32]) -> usize {
+    labels.iter().filter(|&&l| l != IGNORE_INDEX).count()
+}
+
 /// Mean next-token cross entropy `-log softmax(logits)[label]` over the non-ignored targets.
 ///
 /// * `logits`: `[N, V]`; `labels`: `N` token ids `< V`, or [`IGNORE_INDEX`].

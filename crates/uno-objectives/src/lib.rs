@@ -31,7 +31,7 @@ pub mod loss;
 mod term;
 pub mod visual;
 
-pub use caption::{IGNORE_INDEX, caption_cross_entropy};
+pub use caption::{IGNORE_INDEX, caption_cross_entropy, caption_target_count};
 pub use dropout::{ConditionDrop, ConditionDropoutConfig, drop_condition};
 pub use error::{ObjectiveError, Result};
 pub use flow::{

@@ -64,6 +64,19 @@ pub struct LossCounts {
     pub metaqueries: usize,
 }
 
+impl std::ops::Add for LossCounts {
+    type Output = Self;
+
+    /// Element-wise sum: combine the counts of several packs or ranks.
+    fn add(self, rhs: Self) -> Self {
+        Self {
+            noised_tokens: self.noised_tokens + rhs.noised_tokens,
+            caption_tokens: self.caption_tokens + rhs.caption_tokens,
+            metaqueries: self.metaqueries + rhs.metaqueries,
+        }
+    }
+}
+
 /// Already-gathered inputs of one pack. Build with [`UnoLossInputs::new`] and the setters;
 /// a term without inputs (e.g. a plain BAGEL t2i pack has no caption) counts 0 items.
 #[derive(Debug, Clone)]

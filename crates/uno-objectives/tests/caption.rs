@@ -4,7 +4,7 @@ mod common;
 
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use common::{central_fd, pseudo_random, scalar, t2};
-use uno_objectives::{IGNORE_INDEX, ObjectiveError, caption_cross_entropy};
+use uno_objectives::{IGNORE_INDEX, ObjectiveError, caption_cross_entropy, caption_target_count};
 use uno_testing::{assert_close, to_vec};
 
 const LN2: f32 = std::f32::consts::LN_2;
@@ -18,6 +18,7 @@ fn caption_hand_values<B: Backend>() {
     let logits = t2::<B>(&[0.0, 0.0, 0.0, 0.0, LN2, LN5, 100.0, -100.0, 3.0], 3, 3);
     let term = caption_cross_entropy(logits, &[1, 2, IGNORE_INDEX]).unwrap();
     assert_eq!(term.count, 2);
+    assert_eq!(caption_target_count(&[1, 2, IGNORE_INDEX]), 2);
     assert_close(&[scalar(term.mean) as f32], &[0.784_307_96], 1e-6, 1e-6);
     assert_close(&[scalar(term.sum) as f32], &[1.568_615_9], 1e-6, 1e-6);
 

@@ -155,6 +155,15 @@ fn global_normalisation<B: Backend>() {
             metaqueries: 3
         }
     );
+    // Counts of two ranks add up element-wise.
+    assert_eq!(
+        out.counts + out.counts,
+        LossCounts {
+            noised_tokens: 4,
+            caption_tokens: 4,
+            metaqueries: 6
+        }
+    );
     // Averaged gradients over 2 ranks: scale 2 doubles every term.
     let out = loss.forward_global(inputs::<B>(&MQ), global, 2.0).unwrap();
     assert_close(
