@@ -12,6 +12,12 @@
 //! * [`trainer`]: the post-training loop;
 //! * [`backend`]: the Burn backends enabled by this crate's features.
 
+pub mod checkpoint;
+pub mod data;
+pub mod embed;
+pub mod vae;
+pub mod vision;
+
 pub use burn;
 pub use uno_mot as mot;
 pub use uno_objectives as objectives;

@@ -3,7 +3,8 @@
 //! * [`backend_tests!`] instantiates generic test functions once per Burn backend: always on
 //!   `Flex` (the default CPU backend), and on `NdArray`, `Wgpu` and `Cuda` when the *calling*
 //!   crate enables its `ndarray`, `wgpu` or `cuda` feature. The `cfg`s are expanded in the
-//!   caller, which is why this is a macro and not a function.
+//!   caller, which is why this is a macro and not a function. Gradient tests wrap the
+//!   backend in `burn::backend::Autodiff` inside the test function.
 //! * [`assert_close`] / [`assert_tensor_close`] compare floats with an absolute + relative
 //!   tolerance and name the first offending index.
 
@@ -13,45 +14,30 @@ use burn::tensor::{Tensor, backend::Backend};
 ///
 /// ```ignore
 /// fn rmsnorm_matches_reference<B: burn::tensor::backend::Backend>() { /* ... */ }
-/// fn grads_match_fd<B: burn::tensor::backend::AutodiffBackend>() { /* ... */ }
-/// uno_testing::backend_tests!(rmsnorm_matches_reference);
-/// uno_testing::backend_tests!(autodiff: grads_match_fd);
+/// // Gradient tests wrap the backend themselves:
+/// fn grads_match_fd<B: burn::tensor::backend::Backend>() {
+///     grads_impl::<burn::backend::Autodiff<B>>()
+/// }
+/// uno_testing::backend_tests!(rmsnorm_matches_reference, grads_match_fd);
 /// ```
 ///
 /// Each function becomes `flex::name`, `ndarray::name`, ... so `cargo test flex::` runs one
-/// backend. The `autodiff:` form wraps each backend in `burn::backend::Autodiff`.
+/// backend. Call it once per test file (it defines the modules `flex`, `ndarray`, ...).
 #[macro_export]
 macro_rules! backend_tests {
-    (autodiff: $($name:ident),+ $(,)?) => {
-        $crate::backend_tests!(@each [burn::backend::Autodiff] $($name),+);
-    };
     ($($name:ident),+ $(,)?) => {
-        $crate::backend_tests!(@each [] $($name),+);
+        $crate::backend_tests!(@one flex, burn::backend::Flex, all(), $($name),+);
+        $crate::backend_tests!(@one ndarray, burn::backend::NdArray, feature = "ndarray", $($name),+);
+        $crate::backend_tests!(@one wgpu, burn::backend::Wgpu, feature = "wgpu", $($name),+);
+        $crate::backend_tests!(@one cuda, burn::backend::Cuda, feature = "cuda", $($name),+);
     };
-    (@each [$($wrap:tt)*] $($name:ident),+) => {
-        $crate::backend_tests!(@one flex, [$($wrap)*], burn::backend::Flex, all(), $($name),+);
-        $crate::backend_tests!(@one ndarray, [$($wrap)*], burn::backend::NdArray, feature = "ndarray", $($name),+);
-        $crate::backend_tests!(@one wgpu, [$($wrap)*], burn::backend::Wgpu, feature = "wgpu", $($name),+);
-        $crate::backend_tests!(@one cuda, [$($wrap)*], burn::backend::Cuda, feature = "cuda", $($name),+);
-    };
-    (@one $module:ident, [], $backend:ty, $cfg:meta, $($name:ident),+) => {
+    (@one $module:ident, $backend:ty, $cfg:meta, $($name:ident),+) => {
         #[cfg($cfg)]
         mod $module {
             $(
                 #[test]
                 fn $name() {
                     super::$name::<$backend>();
-                }
-            )+
-        }
-    };
-    (@one $module:ident, [$wrap:path], $backend:ty, $cfg:meta, $($name:ident),+) => {
-        #[cfg($cfg)]
-        mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name::<$wrap<$backend>>();
                 }
             )+
         }

@@ -1,0 +1,92 @@
+//! Host-side RGB images: what data sets produce and codecs / the ViT consume.
+
+use std::path::Path;
+
+use ::image::{DynamicImage, imageops::FilterType};
+
+use super::DataError;
+
+/// An RGB image, channel-major `[3, height, width]`, values in `[0, 1]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbImage {
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<f32>,
+}
+
+impl RgbImage {
+    /// A uniformly coloured image.
+    pub fn filled(height: usize, width: usize, rgb: [f32; 3]) -> Self {
+        let plane = height * width;
+        let mut data = vec![0.0; 3 * plane];
+        for (c, value) in rgb.iter().enumerate() {
+            data[c * plane..(c + 1) * plane].fill(*value);
+        }
+        Self {
+            height,
+            width,
+            data,
+        }
+    }
+
+    pub fn get(&self, channel: usize, row: usize, col: usize) -> f32 {
+        self.data[(channel * self.height + row) * self.width + col]
+    }
+
+    pub fn set_pixel(&mut self, row: usize, col: usize, rgb: [f32; 3]) {
+        let plane = self.height * self.width;
+        for (c, value) in rgb.iter().enumerate() {
+            self.data[c * plane + row * self.width + col] = *value;
+        }
+    }
+
+    /// From 8-bit RGB.
+    pub fn from_rgb8(image: &::image::RgbImage) -> Self {
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let mut out = Self::filled(height, width, [0.0; 3]);
+        for (col, row, pixel) in image.enumerate_pixels() {
+            let rgb = pixel.0.map(|v| f32::from(v) / 255.0);
+            out.set_pixel(row as usize, col as usize, rgb);
+        }
+        out
+    }
+
+    /// To 8-bit RGB (values clamped to `[0, 1]`, rounded).
+    pub fn to_rgb8(&self) -> ::image::RgbImage {
+        ::image::RgbImage::from_fn(self.width as u32, self.height as u32, |col, row| {
+            let px =
+                |c| (self.get(c, row as usize, col as usize).clamp(0.0, 1.0) * 255.0).round() as u8;
+            ::image::Rgb([px(0), px(1), px(2)])
+        })
+    }
+
+    /// Save as PNG (or any format the extension names and the `image` crate writes).
+    pub fn save(&self, path: &Path) -> Result<(), DataError> {
+        self.to_rgb8().save(path).map_err(|e| DataError::Image {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Load any image the `image` crate decodes, as RGB.
+    pub fn load(path: &Path) -> Result<DynamicImage, DataError> {
+        ::image::open(path).map_err(|e| DataError::Image {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Resize and centre-crop `image` to the bucket `(height, width)` whose aspect ratio is
+/// closest to the image's (BAGEL trains on resolution buckets; cropping keeps the aspect
+/// ratio of the content).
+pub fn resize_to_bucket(image: &DynamicImage, buckets: &[(usize, usize)]) -> Option<RgbImage> {
+    let aspect = f64::from(image.height()) / f64::from(image.width().max(1));
+    let &(height, width) = buckets.iter().min_by(|a, b| {
+        let da = (a.0 as f64 / a.1 as f64 - aspect).abs();
+        let db = (b.0 as f64 / b.1 as f64 - aspect).abs();
+        da.total_cmp(&db)
+    })?;
+    let resized = image.resize_to_fill(width as u32, height as u32, FilterType::Lanczos3);
+    Some(RgbImage::from_rgb8(&resized.to_rgb8()))
+}

@@ -1,0 +1,172 @@
+//! A JSONL manifest of real training data, one record per line:
+//!
+//! ```text
+//! {"image": "imgs/0001.png", "prompt": "a cat on a mat", "recaption": "a tabby lies on a rug"}
+//! {"source": "src.png", "instruction": "make it night", "target": "tgt.png", "target_caption": "a dark street"}
+//! ```
+//!
+//! Relative paths are resolved against the manifest's folder. Records are parsed and
+//! checked when the manifest is opened (errors name the line); images are read lazily.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{DataError, Dataset, RgbImage, TextTokenizer, TrainItem, resize_to_bucket};
+use crate::packing::{ImageSize, Sample, Supervision};
+
+/// One manifest line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ManifestRecord {
+    /// Text-to-image: the generated image, its prompt and a lexically different re-caption.
+    TextToImage {
+        image: PathBuf,
+        prompt: String,
+        recaption: String,
+    },
+    /// Editing: source image, instruction, target image and the target's caption.
+    Edit {
+        source: PathBuf,
+        instruction: String,
+        target: PathBuf,
+        target_caption: String,
+    },
+}
+
+/// A manifest-backed data set.
+#[derive(Debug, Clone)]
+pub struct ManifestDataset {
+    root: PathBuf,
+    records: Vec<ManifestRecord>,
+    tokenizer: TextTokenizer,
+    buckets: Vec<(usize, usize)>,
+    metaqueries: bool,
+}
+
+impl ManifestDataset {
+    /// Read and check every line of `path`. `buckets` are the `(height, width)` training
+    /// resolutions; each image is resized and centre-cropped to the closest aspect ratio.
+    pub fn open(
+        path: &Path,
+        tokenizer: TextTokenizer,
+        buckets: Vec<(usize, usize)>,
+    ) -> Result<Self, DataError> {
+        if buckets.is_empty() {
+            return Err(DataError::Config(
+                "at least one resolution bucket is needed".into(),
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut records = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let record: ManifestRecord =
+                serde_json::from_str(line).map_err(|e| DataError::Manifest {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message: format!(
+                        "{e} (expected {{image, prompt, recaption}} or {{source, instruction, target, target_caption}})"
+                    ),
+                })?;
+            records.push(record);
+        }
+        if records.is_empty() {
+            return Err(DataError::Manifest {
+                path: path.to_path_buf(),
+                line: 0,
+                message: "no records".into(),
+            });
+        }
+        Ok(Self {
+            root: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            records,
+            tokenizer,
+            buckets,
+            metaqueries: true,
+        })
+    }
+
+    /// Whether items carry the metaquery split (the caption split needs the re-caption).
+    pub fn with_metaqueries(mut self, metaqueries: bool) -> Self {
+        self.metaqueries = metaqueries;
+        self
+    }
+
+    pub fn records(&self) -> &[ManifestRecord] {
+        &self.records
+    }
+
+    fn image(&self, path: &Path) -> Result<RgbImage, DataError> {
+        let full = self.root.join(path);
+        let decoded = RgbImage::load(&full)?;
+        Ok(resize_to_bucket(&decoded, &self.buckets).expect("buckets checked non-empty"))
+    }
+}
+
+impl Dataset for ManifestDataset {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn get(&self, index: usize) -> Result<TrainItem, DataError> {
+        let record = self.records.get(index).ok_or(DataError::OutOfRange {
+            index,
+            len: self.records.len(),
+        })?;
+        let size = |image: &RgbImage| ImageSize::new(image.height, image.width);
+        let supervision = |caption: &str| -> Result<Supervision, DataError> {
+            Ok(Supervision {
+                caption: Some(self.tokenizer.encode(caption)?),
+                metaqueries: self.metaqueries,
+            })
+        };
+        match record {
+            ManifestRecord::TextToImage {
+                image,
+                prompt,
+                recaption,
+            } => {
+                let target = self.image(image)?;
+                Ok(TrainItem {
+                    sample: Sample::TextToImage {
+                        prompt: self.tokenizer.encode(prompt)?,
+                        target: size(&target),
+                        supervision: supervision(recaption)?,
+                        drop_prompt: false,
+                    },
+                    target,
+                    source: None,
+                    prompt: prompt.clone(),
+                    caption: recaption.clone(),
+                })
+            }
+            ManifestRecord::Edit {
+                source,
+                instruction,
+                target,
+                target_caption,
+            } => {
+                let (source, target) = (self.image(source)?, self.image(target)?);
+                Ok(TrainItem {
+                    sample: Sample::Edit {
+                        source: size(&source),
+                        instruction: self.tokenizer.encode(instruction)?,
+                        target: size(&target),
+                        supervision: supervision(target_caption)?,
+                        dropout: Default::default(),
+                    },
+                    target,
+                    source: Some(source),
+                    prompt: instruction.clone(),
+                    caption: target_caption.clone(),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Training data for UNO: a dataset trait, a JSONL manifest of real images, an embedded
+//! synthetic set that needs no files, and the tokenizer they share.
+//!
+//! A dataset yields [`TrainItem`]s: the packing [`Sample`] (token ids and image sizes) plus
+//! the pixels the model encodes (the clean target, and for edits the source image).
+//! Random access by index keeps training reproducible and resumable: the data position
+//! saved in a checkpoint is just the next index.
+
+mod error;
+mod image;
+mod manifest;
+mod synthetic;
+mod tokenizer;
+
+pub use error::DataError;
+pub use image::{RgbImage, resize_to_bucket};
+pub use manifest::{ManifestDataset, ManifestRecord};
+pub use synthetic::{Scene, Shape, ShapeKind, SyntheticConfig, SyntheticScenes};
+pub use tokenizer::TextTokenizer;
+
+use crate::packing::Sample;
+
+/// One training example: what to pack, and the pixels behind its images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainItem {
+    pub sample: Sample,
+    /// The clean target image (noised for flow matching; ViT targets for the visual loss).
+    pub target: RgbImage,
+    /// The source image of an edit.
+    pub source: Option<RgbImage>,
+    /// The texts behind the token ids, for logs and sample grids.
+    pub prompt: String,
+    pub caption: String,
+}
+
+/// A random-access data set.
+pub trait Dataset {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `index`-th item. Errors name the record (and its file or line where there is one).
+    fn get(&self, index: usize) -> Result<TrainItem, DataError>;
+}

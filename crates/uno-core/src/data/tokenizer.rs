@@ -1,0 +1,84 @@
+//! Text to token ids, with the `tokenizers` crate: a real Qwen2 `tokenizer.json`, or a
+//! small word-level vocabulary built in code for the synthetic set.
+
+use std::path::Path;
+
+use tokenizers::Tokenizer;
+use tokenizers::models::wordlevel::WordLevel;
+use tokenizers::pre_tokenizers::whitespace::Whitespace;
+
+use super::DataError;
+
+/// A tokenizer that never adds special tokens: the packer frames texts itself.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .finish()
+    }
+}
+
+/// The word-level tokenizer's unknown-word token (id 0).
+pub const UNK: &str = "[UNK]";
+
+impl TextTokenizer {
+    /// Load a Hugging Face `tokenizer.json` (e.g. Qwen2.5's, as BAGEL ships it).
+    pub fn from_file(path: &Path) -> Result<Self, DataError> {
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| DataError::Tokenizer(format!("{}: {e}", path.display())))?;
+        Ok(Self { inner })
+    }
+
+    /// A whitespace/punctuation word-level tokenizer over `words` (ids from 1 in order;
+    /// id 0 is `[UNK]`). Duplicates are ignored.
+    pub fn word_level<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<Self, DataError> {
+        let mut vocab = vec![(UNK.to_string(), 0u32)];
+        for word in words {
+            if !vocab.iter().any(|(w, _)| w == word) {
+                vocab.push((word.to_string(), vocab.len() as u32));
+            }
+        }
+        let model = WordLevel::builder()
+            .vocab(vocab.into_iter().collect())
+            .unk_token(UNK.to_string())
+            .build()
+            .map_err(|e| DataError::Tokenizer(e.to_string()))?;
+        let mut inner = Tokenizer::new(model);
+        inner.with_pre_tokenizer(Some(Whitespace {}));
+        Ok(Self { inner })
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| DataError::Tokenizer(format!("encoding {text:?}: {e}")))
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String, DataError> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| DataError::Tokenizer(format!("decoding {ids:?}: {e}")))
+    }
+
+    /// Vocabulary size including added (special) tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Save as a `tokenizer.json` (so a trained toy model ships with its vocabulary).
+    pub fn save(&self, path: &Path) -> Result<(), DataError> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| DataError::Tokenizer(format!("{}: {e}", path.display())))
+    }
+}
