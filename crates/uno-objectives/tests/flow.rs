@@ -301,8 +301,7 @@ fn flow_grad_fd<B: AutodiffBackend>() {
     assert_close(&grad, &analytic, 1e-6, 1e-5);
 }
 
-/// `flow_grad_fd` on `Autodiff<B>`. (uno-testing's `backend_tests!(autodiff: ..)` form does
-/// not expand, `$wrap:path<$backend>` is not valid syntax, so the wrapping is done here.)
+/// `flow_grad_fd` on `Autodiff<B>` (`backend_tests!` instantiates per backend).
 fn flow_grad_matches_finite_differences<B: Backend>() {
     flow_grad_fd::<burn::backend::Autodiff<B>>();
 }

@@ -156,8 +156,7 @@ fn fd_check<B: AutodiffBackend>() {
     );
 }
 
-// `backend_tests!(autodiff: ...)` does not expand in uno-testing as of this commit
-// (`$wrap<$backend>` with a `path` fragment), so the Autodiff wrapping is done here.
+// Gradients need autodiff: `backend_tests!` instantiates per backend, this wraps it.
 fn layer_gradients_match_finite_differences<B: Backend>() {
     fd_check::<Autodiff<B>>();
 }

@@ -202,8 +202,7 @@ fn init_gen_check<B: AutodiffBackend>() {
     let _ = model.valid();
 }
 
-// `backend_tests!(autodiff: ...)` does not expand in uno-testing as of this commit
-// (`$wrap<$backend>` with a `path` fragment), so the Autodiff wrapping is done here.
+// Gradients need autodiff: `backend_tests!` instantiates per backend, this wraps it.
 fn frozen_und_gets_no_update_and_gen_gets_grads<B: Backend>() {
     frozen_check::<Autodiff<B>>();
 }
