@@ -1,5 +1,46 @@
-//! The UNO post-training loop.
+//! The UNO post-training loop, generic over the Burn autodiff backend and the model.
 //!
-//! Not implemented yet (issue #6): AdamW with BAGEL's defaults, warmup + cosine/constant
-//! schedules, global-norm clipping, EMA of the trainable weights, atomic checkpoints and
-//! exact resume. This crate exports nothing until then, so nothing can be mistaken for it.
+//! The model implements [`TrainStep`] (loss of a batch, named loss components, and its own
+//! weight files); a [`DataSource`] gives micro-batches by position. [`Trainer`] then does
+//! what BAGEL's training script does:
+//!
+//! * AdamW (lr 1e-4, betas 0.9/0.95, eps 1e-15, no weight decay) from burn-optim, with state
+//!   only for trainable parameters (`no_grad` ones get none);
+//! * linear warmup then cosine or constant learning rate ([`LrSchedule`]);
+//! * GLOBAL grad-norm clipping ([`clip`]), not burn-optim's per-tensor one;
+//! * EMA of the trainable weights ([`ema`]);
+//! * gradient accumulation over `grad_accumulation` micro-batches;
+//! * guards: a non-finite loss or gradient norm skips the step; too many in a row abort
+//!   after a checkpoint;
+//! * atomic checkpoints (`step-000100/`), keep-last-N, and exact resume ([`checkpoint`]);
+//! * `metrics.jsonl`, a progress bar and a [`TrainSummary`].
+//!
+//! Configuration is one TOML file ([`TrainConfig`]) mirroring the paper's appendix A.
+
+pub mod checkpoint;
+pub mod clip;
+pub mod config;
+pub mod ema;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod progress;
+pub mod rng;
+pub mod schedule;
+pub mod summary;
+pub mod trainer;
+
+pub use config::{
+    CheckpointConfig, EmaConfig, GuardConfig, LossWeights, MetricsConfig, ModelSettings,
+    OptimizerConfig, ResolutionBucket, ScheduleConfig, ScheduleKind, TrainConfig,
+};
+pub use error::{BoxError, Result, TrainError};
+pub use metrics::StepMetrics;
+pub use model::{DataSource, StepContext, StepOutput, TrainStep};
+pub use params::TrainableParams;
+pub use rng::TrainRng;
+pub use schedule::LrSchedule;
+pub use summary::TrainSummary;
+pub use trainer::{EvalHook, Trainer};

@@ -1,0 +1,290 @@
+//! Checkpoint directories: `step-000100/` with `model.<ext>`, `ema.<ext>`, `optimizer.mpk`
+//! and `trainer_state.json`, written atomically.
+//!
+//! Everything is written into `step-000100.tmp-<pid>/`, every file is fsynced, then
+//! `trainer_state.json` (with the size of every other file) is written last and fsynced,
+//! and the directory is renamed to its final name (then the parent is fsynced). A process
+//! killed at any point leaves either a `.tmp-*` directory, which resume never considers, or
+//! a complete checkpoint. Resume additionally checks the recorded file sizes and refuses a
+//! final-named directory that does not match, rather than load corrupt state.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// Name of the state file, written last.
+pub const STATE_FILE: &str = "trainer_state.json";
+/// Name of the optimizer state file (Burn named-msgpack record).
+pub const OPTIMIZER_FILE: &str = "optimizer.mpk";
+/// Version of [`TrainerState`]'s layout.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// Everything besides tensors that resume needs (`trainer_state.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerState {
+    /// [`STATE_FORMAT_VERSION`] at write time.
+    pub format_version: u32,
+    /// Optimizer steps applied.
+    pub step: u64,
+    /// Next data position (micro-batch index) to read.
+    pub data_position: u64,
+    /// [`crate::TrainRng`] state.
+    pub rng_state: u64,
+    /// The run's seed (informational).
+    pub seed: u64,
+    /// Skipped steps in a row at save time.
+    pub consecutive_skips: u32,
+    /// Skipped steps since the start of the run.
+    pub skipped_total: u64,
+    /// Optimizer record key (`ParamId` value at save time) to parameter path: ids change
+    /// between processes, paths do not.
+    pub optimizer_param_paths: BTreeMap<u64, String>,
+    /// Paths of the trainable parameters (checked on resume).
+    pub trainable_paths: Vec<String>,
+    /// Relative path and byte size of every other file in the checkpoint.
+    pub files: BTreeMap<String, u64>,
+}
+
+/// `step-000100` for step 100.
+pub fn checkpoint_dir_name(step: u64) -> String {
+    format!("step-{step:06}")
+}
+
+/// The step of a COMPLETE checkpoint directory name (`step-000100`), `None` for anything
+/// else (temporary `step-000100.tmp-123`, `step-000100.old-123`, other files).
+pub fn parse_checkpoint_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("step-")?;
+    if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Complete checkpoints under `root`, oldest first. A missing `root` has none.
+pub fn list_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = match fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TrainError::io("list", root, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| TrainError::io("list", root, e))?;
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| TrainError::io("stat", entry.path(), e))?
+            .is_dir();
+        if let (true, Some(step)) = (
+            is_dir,
+            entry.file_name().to_str().and_then(parse_checkpoint_name),
+        ) {
+            found.push((step, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The most recent complete checkpoint under `root`.
+pub fn latest_checkpoint(root: &Path) -> Result<Option<(u64, PathBuf)>> {
+    Ok(list_checkpoints(root)?.pop())
+}
+
+/// Read `trainer_state.json` of `dir` and check that every recorded file is present with its
+/// recorded size.
+pub fn read_verified_state(dir: &Path) -> Result<TrainerState> {
+    let bad = |reason: String| TrainError::BadCheckpoint {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let state_path = dir.join(STATE_FILE);
+    let text = fs::read_to_string(&state_path)
+        .map_err(|e| bad(format!("cannot read {STATE_FILE}: {e}")))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{STATE_FILE}: {e}")))?;
+    if state.format_version != STATE_FORMAT_VERSION {
+        return Err(bad(format!(
+            "format_version {} (expected {STATE_FORMAT_VERSION})",
+            state.format_version
+        )));
+    }
+    for (name, size) in &state.files {
+        let actual = fs::metadata(dir.join(name))
+            .map_err(|e| bad(format!("file {name}: {e}")))?
+            .len();
+        if actual != *size {
+            return Err(bad(format!(
+                "file {name} has {actual} bytes, {size} were written"
+            )));
+        }
+    }
+    Ok(state)
+}
+
+/// Writes one checkpoint into a temporary directory and renames it into place on
+/// [`commit`](Self::commit). Dropped without commit, it removes the temporary directory.
+#[derive(Debug)]
+pub struct CheckpointWriter {
+    root: PathBuf,
+    tmp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl CheckpointWriter {
+    /// Start the checkpoint of `step` under `root` (created if missing).
+    pub fn begin(root: &Path, step: u64) -> Result<Self> {
+        fs::create_dir_all(root).map_err(|e| TrainError::io("create", root, e))?;
+        let name = checkpoint_dir_name(step);
+        let tmp = root.join(format!("{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| TrainError::io("remove", &tmp, e))?;
+        }
+        fs::create_dir(&tmp).map_err(|e| TrainError::io("create", &tmp, e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            tmp,
+            target: root.join(name),
+            committed: false,
+        })
+    }
+
+    /// Where to write file `name` of this checkpoint.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.join(name)
+    }
+
+    /// Write `bytes` to file `name` and fsync it.
+    pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_synced(&self.path(name), bytes)
+    }
+
+    /// Fsync every file, record their sizes in `state.files`, write the state file last,
+    /// and rename the directory into place (replacing an older checkpoint of the same step).
+    /// Returns the final directory.
+    pub fn commit(mut self, mut state: TrainerState) -> Result<PathBuf> {
+        state.files.clear();
+        sync_tree(&self.tmp, &self.tmp, &mut state.files)?;
+        let state_path = self.tmp.join(STATE_FILE);
+        let json = serde_json::to_vec_pretty(&state).map_err(|source| TrainError::Json {
+            path: state_path.clone(),
+            source,
+        })?;
+        write_synced(&state_path, &json)?;
+        sync_dir(&self.tmp)?;
+        // A checkpoint of the same step can exist (a periodic one, then an abort after
+        // skipped steps): move it aside first; `.old-*` names are never resumed from.
+        let old = self
+            .target
+            .with_extension(format!("old-{}", std::process::id()));
+        let replaced = if self.target.exists() {
+            fs::rename(&self.target, &old)
+                .map_err(|e| TrainError::io("rename", &self.target, e))?;
+            true
+        } else {
+            false
+        };
+        fs::rename(&self.tmp, &self.target).map_err(|e| TrainError::io("rename", &self.tmp, e))?;
+        self.committed = true;
+        sync_dir(&self.root)?;
+        if replaced {
+            fs::remove_dir_all(&old).map_err(|e| TrainError::io("remove", &old, e))?;
+        }
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for CheckpointWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: a leftover `.tmp-*` directory is harmless (never resumed from).
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Delete the oldest complete checkpoints so that at most `keep_last` remain.
+pub fn prune_checkpoints(root: &Path, keep_last: usize) -> Result<Vec<PathBuf>> {
+    let all = list_checkpoints(root)?;
+    let excess = all.len().saturating_sub(keep_last);
+    let mut removed = Vec::new();
+    for (_, dir) in all.into_iter().take(excess) {
+        // Rename first so that a crash half-way through the deletion never leaves a
+        // final-named, half-deleted directory that resume would consider.
+        let doomed = dir.with_extension(format!("old-{}", std::process::id()));
+        fs::rename(&dir, &doomed).map_err(|e| TrainError::io("rename", &dir, e))?;
+        fs::remove_dir_all(&doomed).map_err(|e| TrainError::io("remove", &doomed, e))?;
+        removed.push(dir);
+    }
+    Ok(removed)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(path).map_err(|e| TrainError::io("create", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| TrainError::io("write", path, e))?;
+    file.sync_all()
+        .map_err(|e| TrainError::io("fsync", path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TrainError::io("fsync", dir, e))
+}
+
+/// Fsync every file under `dir` (recursively) and record its size, keyed by its path
+/// relative to `base` with `/` separators.
+fn sync_tree(base: &Path, dir: &Path, files: &mut BTreeMap<String, u64>) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| TrainError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| TrainError::io("list", dir, e))?;
+        let path = entry.path();
+        let kind = entry
+            .file_type()
+            .map_err(|e| TrainError::io("stat", &path, e))?;
+        if kind.is_dir() {
+            sync_tree(base, &path, files)?;
+            sync_dir(&path)?;
+        } else {
+            let file = File::open(&path).map_err(|e| TrainError::io("open", &path, e))?;
+            file.sync_all()
+                .map_err(|e| TrainError::io("fsync", &path, e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| TrainError::io("stat", &path, e))?
+                .len();
+            let rel = path
+                .strip_prefix(base)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            files.insert(rel, size);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_only_when_complete() {
+        assert_eq!(parse_checkpoint_name("step-000100"), Some(100));
+        assert_eq!(parse_checkpoint_name("step-1234567"), Some(1_234_567));
+        assert_eq!(parse_checkpoint_name("step-000100.tmp-42"), None);
+        assert_eq!(parse_checkpoint_name("step-000100.old-42"), None);
+        assert_eq!(parse_checkpoint_name("step-12"), None);
+        assert_eq!(parse_checkpoint_name("metrics.jsonl"), None);
+        assert_eq!(checkpoint_dir_name(7), "step-000007");
+    }
+}

@@ -1,0 +1,591 @@
+//! [`TrainConfig`]: one TOML file describes a run (paper appendix A, BAGEL defaults where the
+//! paper is silent), with `key=value` overrides from the command line.
+//!
+//! Loading order: defaults, then the file (unknown keys are errors, so a typo such as
+//! `optimizer.lrr` never silently trains with the default), then the overrides, then
+//! [`TrainConfig::validate`]. The loss weights, metaqueries, timestep shift and resolution
+//! bucket are consumed by the model side; they live here so that one file describes a run.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// Everything a training run needs (paper appendix A, Table 11).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimizer steps to train (paper: 5K).
+    pub iterations: u64,
+    /// Seed of the trainer RNG (data order, noise seeds).
+    pub seed: u64,
+    /// Micro-batches whose gradients are averaged into one optimizer step.
+    pub grad_accumulation: u32,
+    /// Run directory: checkpoints and `metrics.jsonl` go here.
+    pub output_dir: PathBuf,
+    /// AdamW and clipping.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// EMA of the trainable weights.
+    pub ema: EmaConfig,
+    /// Loss weights (consumed by the model side).
+    pub loss: LossWeights,
+    /// Model-side settings (consumed by the model side).
+    pub model: ModelSettings,
+    /// Checkpoint cadence and retention.
+    pub checkpoint: CheckpointConfig,
+    /// Non-finite guards.
+    pub guards: GuardConfig,
+    /// Logging, progress bar and evaluation cadence.
+    pub metrics: MetricsConfig,
+}
+
+/// AdamW hyper-parameters (BAGEL: betas 0.9/0.95, eps 1e-15) and the global clip norm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Peak learning rate (paper: 1e-4).
+    pub lr: f64,
+    /// Adam first-moment decay.
+    pub beta1: f64,
+    /// Adam second-moment decay.
+    pub beta2: f64,
+    /// Adam epsilon (BAGEL: 1e-15).
+    pub eps: f64,
+    /// Decoupled weight decay (paper: 0).
+    pub weight_decay: f64,
+    /// Global L2 gradient-norm clip (paper: 1.0).
+    pub grad_clip: f64,
+}
+
+/// Shape of the learning-rate schedule after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// Half-cosine from `lr` down to `min_lr` (paper: generation).
+    Cosine,
+    /// Stay at `lr` (paper: editing).
+    Constant,
+}
+
+/// Linear warmup, then cosine or constant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// `cosine` or `constant`.
+    pub kind: ScheduleKind,
+    /// Linear warmup steps (the paper is silent; 0 disables warmup).
+    pub warmup_steps: u64,
+    /// Floor of the cosine schedule (BAGEL's `min_lr`: 1e-7).
+    pub min_lr: f64,
+}
+
+/// EMA of the trainable weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmaConfig {
+    /// `ema = decay * ema + (1 - decay) * param` after each step (paper: 0.9999).
+    pub decay: f64,
+}
+
+/// Weights of the auxiliary losses: `L = L_fm + caption * L_cap + visual * L_vis`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossWeights {
+    /// Caption (language) loss weight (paper: 0.1).
+    pub caption: f64,
+    /// Visual (metaquery) loss weight (paper: 0.2).
+    pub visual: f64,
+}
+
+/// Settings read by the model side (kept here so a run is one file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Number of metaquery tokens (paper: 256).
+    pub metaqueries: u32,
+    /// Flow-matching timestep shift (paper: 4.0).
+    pub timestep_shift: f64,
+    /// Resolution bucket, in pixels.
+    pub resolution: ResolutionBucket,
+}
+
+/// Image side length range (paper: 512 to 1024).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResolutionBucket {
+    /// Smallest side.
+    pub min: u32,
+    /// Largest side.
+    pub max: u32,
+}
+
+/// Checkpoint cadence and retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Save every this many optimizer steps (0: only at the end and on abort).
+    pub every: u64,
+    /// Keep this many most recent complete checkpoints (older ones are deleted).
+    pub keep_last: usize,
+}
+
+/// Guards against non-finite losses and gradients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Abort (after saving a checkpoint) when this many steps in a row were skipped.
+    pub max_consecutive_skips: u32,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Draw a progress bar (only when stdout is a terminal) and print the summary.
+    pub progress: bool,
+    /// Run the evaluation hook every this many steps (0: never).
+    pub eval_every: u64,
+    /// Number of steps in the first/last loss windows of the summary.
+    pub summary_window: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 5000,
+            seed: 0,
+            grad_accumulation: 1,
+            output_dir: PathBuf::from("runs/uno"),
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig::default(),
+            ema: EmaConfig::default(),
+            loss: LossWeights::default(),
+            model: ModelSettings::default(),
+            checkpoint: CheckpointConfig::default(),
+            guards: GuardConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-15,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+        }
+    }
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: ScheduleKind::Cosine,
+            warmup_steps: 0,
+            min_lr: 1e-7,
+        }
+    }
+}
+
+impl Default for EmaConfig {
+    fn default() -> Self {
+        Self { decay: 0.9999 }
+    }
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self {
+            caption: 0.1,
+            visual: 0.2,
+        }
+    }
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            metaqueries: 256,
+            timestep_shift: 4.0,
+            resolution: ResolutionBucket::default(),
+        }
+    }
+}
+
+impl Default for ResolutionBucket {
+    fn default() -> Self {
+        Self {
+            min: 512,
+            max: 1024,
+        }
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every: 500,
+            keep_last: 3,
+        }
+    }
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            max_consecutive_skips: 5,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            progress: true,
+            eval_every: 0,
+            summary_window: 50,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Parse TOML text (missing keys take their defaults, unknown keys are errors), without
+    /// validating. `source_name` is used in error messages.
+    pub fn from_toml_str(text: &str, source_name: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| TrainError::ConfigParse {
+            source_name: source_name.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Load a run: defaults, then `path` (if any), then the `key=value` `overrides`, then
+    /// [`validate`](Self::validate).
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let config = match path {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| TrainError::io("read", path, e))?;
+                Self::from_toml_str(&text, &path.display().to_string())?
+            }
+            None => Self::default(),
+        };
+        let config = config.with_overrides(overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Apply dotted `key=value` overrides (`optimizer.lr=2e-4`, `schedule.kind=constant`).
+    ///
+    /// The value is read as a TOML value (a bare word is taken as a string); the key must
+    /// exist in the config and the value must have its type (an integer is accepted where a
+    /// float is expected). Does not validate ranges.
+    pub fn with_overrides<S: AsRef<str>>(self, overrides: &[S]) -> Result<Self> {
+        if overrides.is_empty() {
+            return Ok(self);
+        }
+        let mut tree = toml::Value::try_from(&self).map_err(|e| TrainError::ConfigParse {
+            source_name: "<overrides>".into(),
+            message: e.to_string(),
+        })?;
+        let mut config = self;
+        for raw in overrides {
+            let key = apply_override(&mut tree, raw.as_ref())?;
+            // Deserialise after each override so that an error names its key.
+            config =
+                tree.clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| TrainError::Override {
+                        key,
+                        reason: e.to_string().trim_end().to_string(),
+                    })?;
+        }
+        Ok(config)
+    }
+
+    /// Check every value is in range; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        fn bad(key: &'static str, value: impl ToString, reason: &'static str) -> Result<()> {
+            Err(TrainError::InvalidConfig {
+                key,
+                value: value.to_string(),
+                reason,
+            })
+        }
+        let o = &self.optimizer;
+        let finite_pos = |x: f64| x.is_finite() && x > 0.0;
+        let unit = |x: f64| x.is_finite() && (0.0..1.0).contains(&x);
+        if self.iterations == 0 {
+            return bad("iterations", self.iterations, "must be at least 1");
+        }
+        if self.grad_accumulation == 0 {
+            return bad("grad_accumulation", 0, "must be at least 1");
+        }
+        if !finite_pos(o.lr) {
+            return bad("optimizer.lr", o.lr, "must be finite and > 0");
+        }
+        if !unit(o.beta1) {
+            return bad("optimizer.beta1", o.beta1, "must be in [0, 1)");
+        }
+        if !unit(o.beta2) {
+            return bad("optimizer.beta2", o.beta2, "must be in [0, 1)");
+        }
+        if !finite_pos(o.eps) {
+            return bad("optimizer.eps", o.eps, "must be finite and > 0");
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad(
+                "optimizer.weight_decay",
+                o.weight_decay,
+                "must be finite and >= 0",
+            );
+        }
+        if !finite_pos(o.grad_clip) {
+            return bad("optimizer.grad_clip", o.grad_clip, "must be finite and > 0");
+        }
+        let s = &self.schedule;
+        if s.warmup_steps > self.iterations {
+            return bad(
+                "schedule.warmup_steps",
+                s.warmup_steps,
+                "must not exceed iterations",
+            );
+        }
+        if !(s.min_lr.is_finite() && s.min_lr >= 0.0 && s.min_lr <= o.lr) {
+            return bad("schedule.min_lr", s.min_lr, "must be in [0, optimizer.lr]");
+        }
+        if !unit(self.ema.decay) {
+            return bad("ema.decay", self.ema.decay, "must be in [0, 1)");
+        }
+        for (key, w) in [
+            ("loss.caption", self.loss.caption),
+            ("loss.visual", self.loss.visual),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(key, w, "must be finite and >= 0");
+            }
+        }
+        let m = &self.model;
+        if m.metaqueries == 0 {
+            return bad("model.metaqueries", 0, "must be at least 1");
+        }
+        if !finite_pos(m.timestep_shift) {
+            return bad(
+                "model.timestep_shift",
+                m.timestep_shift,
+                "must be finite and > 0",
+            );
+        }
+        if m.resolution.min == 0 {
+            return bad("model.resolution.min", 0, "must be at least 1");
+        }
+        if m.resolution.max < m.resolution.min {
+            return bad(
+                "model.resolution.max",
+                m.resolution.max,
+                "must be >= model.resolution.min",
+            );
+        }
+        if self.checkpoint.keep_last == 0 {
+            return bad("checkpoint.keep_last", 0, "must be at least 1");
+        }
+        if self.guards.max_consecutive_skips == 0 {
+            return bad("guards.max_consecutive_skips", 0, "must be at least 1");
+        }
+        if self.metrics.summary_window == 0 {
+            return bad("metrics.summary_window", 0, "must be at least 1");
+        }
+        if self.output_dir.as_os_str().is_empty() {
+            return bad("output_dir", "\"\"", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// Set one dotted key of `tree` from `raw` = `key=value`; returns the key.
+fn apply_override(tree: &mut toml::Value, raw: &str) -> Result<String> {
+    let Some((key, value)) = raw.split_once('=') else {
+        return Err(TrainError::Override {
+            key: raw.to_string(),
+            reason: "expected `key=value`".into(),
+        });
+    };
+    let key = key.trim();
+    let err = |reason: String| TrainError::Override {
+        key: key.to_string(),
+        reason,
+    };
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(err("empty key segment".into()));
+    }
+    let value = parse_override_value(value.trim());
+    let mut node = tree;
+    for segment in key.split('.') {
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| err(format!("`{segment}` is under a value, not a table")))?;
+        node = table
+            .get_mut(segment)
+            .ok_or_else(|| err(format!("unknown key `{segment}`")))?;
+    }
+    let value = match (&*node, value) {
+        (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
+        (toml::Value::Table(_), _) => {
+            return Err(err("is a table; set one of its keys".into()));
+        }
+        (old, new) if old.type_str() != new.type_str() => {
+            return Err(err(format!(
+                "expected a {}, got a {} ({new})",
+                old.type_str(),
+                new.type_str()
+            )));
+        }
+        (_, new) => new,
+    };
+    *node = value;
+    Ok(key.to_string())
+}
+
+/// Read an override value as TOML (`1e-4`, `true`, `"x"`); a bare word is a string.
+fn parse_override_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GENERATION: &str = include_str!("../configs/paper_generation.toml");
+    const EDITING: &str = include_str!("../configs/paper_editing.toml");
+
+    #[test]
+    fn sample_configs_parse_to_the_paper_table() {
+        let gen_cfg = TrainConfig::from_toml_str(GENERATION, "generation").unwrap();
+        gen_cfg.validate().unwrap();
+        assert_eq!(gen_cfg.iterations, 5000);
+        assert_eq!(gen_cfg.optimizer.lr, 1e-4);
+        assert_eq!(gen_cfg.optimizer.weight_decay, 0.0);
+        assert_eq!(gen_cfg.optimizer.grad_clip, 1.0);
+        assert_eq!(gen_cfg.schedule.kind, ScheduleKind::Cosine);
+        assert_eq!(gen_cfg.ema.decay, 0.9999);
+        assert_eq!((gen_cfg.loss.caption, gen_cfg.loss.visual), (0.1, 0.2));
+        assert_eq!(gen_cfg.model.metaqueries, 256);
+        assert_eq!(gen_cfg.model.timestep_shift, 4.0);
+        assert_eq!(
+            gen_cfg.model.resolution,
+            ResolutionBucket {
+                min: 512,
+                max: 1024
+            }
+        );
+        // The file only restates the defaults (plus its output dir).
+        let defaults = TrainConfig {
+            output_dir: "runs/uno-generation".into(),
+            ..TrainConfig::default()
+        };
+        assert_eq!(gen_cfg, defaults);
+
+        let edit = TrainConfig::from_toml_str(EDITING, "editing").unwrap();
+        assert_eq!(edit.schedule.kind, ScheduleKind::Constant);
+        assert_eq!(edit.optimizer.lr, 1e-4);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = TrainConfig::from_toml_str("[optimizer]\nlrr = 1e-4\n", "x.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("lrr") && msg.contains("x.toml"), "{msg}");
+        let err = TrainConfig::from_toml_str("iteration = 10\n", "x.toml").unwrap_err();
+        assert!(err.to_string().contains("iteration"), "{err}");
+        let err = TrainConfig::from_toml_str("[schedule]\nkind = \"linear\"\n", "x").unwrap_err();
+        assert!(err.to_string().contains("linear"), "{err}");
+    }
+
+    #[test]
+    fn overrides_edit_dotted_keys() {
+        let cfg = TrainConfig::default()
+            .with_overrides(&[
+                "optimizer.lr=2e-4",
+                "schedule.kind=constant",
+                "schedule.warmup_steps = 10",
+                "model.resolution.max=768",
+                "output_dir=\"/tmp/run\"",
+                "ema.decay=1", // integer accepted for a float (then rejected by validate)
+                "metrics.progress=false",
+            ])
+            .unwrap();
+        assert_eq!(cfg.optimizer.lr, 2e-4);
+        assert_eq!(cfg.schedule.kind, ScheduleKind::Constant);
+        assert_eq!(cfg.schedule.warmup_steps, 10);
+        assert_eq!(cfg.model.resolution.max, 768);
+        assert_eq!(cfg.output_dir, PathBuf::from("/tmp/run"));
+        assert_eq!(cfg.ema.decay, 1.0);
+        assert!(!cfg.metrics.progress);
+        let err = cfg.validate().unwrap_err();
+        assert!(err.to_string().contains("ema.decay"), "{err}");
+    }
+
+    #[test]
+    fn bad_overrides_name_the_key() {
+        let cases = [
+            ("optimizer.lrr=1", "optimizer.lrr"),
+            ("optimizer.lr", "optimizer.lr"),
+            ("iterations=many", "iterations"),
+            ("optimizer=1", "optimizer"),
+            ("iterations.x=1", "iterations.x"),
+            ("schedule.kind=linear", "schedule.kind"),
+            ("a..b=1", "a..b"),
+        ];
+        for (raw, key) in cases {
+            let err = TrainConfig::default().with_overrides(&[raw]).unwrap_err();
+            assert!(err.to_string().contains(key), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn validation_rejects_bad_values() {
+        let cases: [(&str, &str); 10] = [
+            ("optimizer.lr=0.0", "optimizer.lr"),
+            ("optimizer.lr=-1e-4", "optimizer.lr"),
+            ("optimizer.grad_clip=0.0", "optimizer.grad_clip"),
+            ("optimizer.beta2=1.0", "optimizer.beta2"),
+            ("ema.decay=-0.1", "ema.decay"),
+            ("iterations=0", "iterations"),
+            ("grad_accumulation=0", "grad_accumulation"),
+            ("schedule.warmup_steps=6000", "schedule.warmup_steps"),
+            ("model.resolution.min=2048", "model.resolution.max"),
+            ("checkpoint.keep_last=0", "checkpoint.keep_last"),
+        ];
+        for (raw, key) in cases {
+            let cfg = TrainConfig::default().with_overrides(&[raw]).unwrap();
+            let err = cfg.validate().unwrap_err();
+            assert!(
+                matches!(&err, TrainError::InvalidConfig { key: k, .. } if *k == key),
+                "{raw}: {err}"
+            );
+        }
+        TrainConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn load_reads_file_then_overrides() {
+        let dir = std::env::temp_dir().join(format!("uno-trainer-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.toml");
+        std::fs::write(&path, "iterations = 10\n[optimizer]\nlr = 3e-4\n").unwrap();
+        let cfg = TrainConfig::load(Some(&path), &["iterations=20".to_string()]).unwrap();
+        assert_eq!((cfg.iterations, cfg.optimizer.lr), (20, 3e-4));
+        let missing = TrainConfig::load(Some(&dir.join("nope.toml")), &[]).unwrap_err();
+        assert!(missing.to_string().contains("nope.toml"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

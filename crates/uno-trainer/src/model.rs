@@ -1,0 +1,97 @@
+//! What the model side implements to be trained: [`TrainStep`], and what feeds it:
+//! [`DataSource`].
+//!
+//! The trainer is generic: it knows nothing of BAGEL. The model computes its loss from a
+//! batch and names its components for logging; it writes and reads its own weight files
+//! (BAGEL safetensors names), so checkpoints are usable by any BAGEL tool.
+
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::tensor::{Tensor, backend::AutodiffBackend};
+
+use crate::error::BoxError;
+use crate::rng::TrainRng;
+
+/// Per micro-batch information given to [`TrainStep::forward_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepContext {
+    /// Optimizer steps already applied (0 for the first step).
+    pub step: u64,
+    /// Index of this micro-batch within the step (`0..grad_accumulation`).
+    pub micro_batch: u32,
+    /// Data position of this micro-batch (as given to the [`DataSource`]).
+    pub data_position: u64,
+    /// A seed drawn from the trainer RNG for this micro-batch: use it for host-side noise
+    /// (timesteps, flow noise, CFG dropout) so that resume reproduces it exactly. Burn's
+    /// backend RNG is process-global and not checkpointed; do not rely on it.
+    pub seed: u64,
+}
+
+/// What one forward pass returns.
+#[derive(Debug, Clone)]
+pub struct StepOutput<B: AutodiffBackend> {
+    /// The scalar (shape `[1]`) loss to differentiate: the weighted total.
+    pub loss: Tensor<B, 1>,
+    /// Named scalar components for logging (`flow`, `caption`, `visual`), shape `[1]` each.
+    /// They are read back with the loss in one device sync; they are not differentiated.
+    pub components: Vec<(&'static str, Tensor<B, 1>)>,
+    /// Tokens processed (for tokens/s).
+    pub tokens: u64,
+    /// Samples processed (for samples/s).
+    pub samples: u64,
+}
+
+/// A model the trainer can train.
+///
+/// Parameters frozen with `Module::no_grad()` get no gradient, no optimizer state, no
+/// update and no EMA work. `load_weights` must keep the `require_grad` flags of `self`
+/// (Burn's `load_record` and burn-store's apply do); the trainer checks it on resume.
+pub trait TrainStep<B: AutodiffBackend>: AutodiffModule<B> + Sized {
+    /// One micro-batch.
+    type Batch;
+
+    /// The loss of one micro-batch (the trainer averages micro-batches and differentiates).
+    fn forward_step(
+        &self,
+        batch: Self::Batch,
+        ctx: &StepContext,
+    ) -> Result<StepOutput<B>, BoxError>;
+
+    /// File extension of the weight files written by [`save_weights`](Self::save_weights),
+    /// without the dot: checkpoints hold `model.<ext>` and `ema.<ext>`.
+    fn weights_extension() -> &'static str {
+        "safetensors"
+    }
+
+    /// Write all weights to exactly `path` (the trainer fsyncs and renames around it).
+    fn save_weights(&self, path: &Path) -> Result<(), BoxError>;
+
+    /// Load the weights written by [`save_weights`](Self::save_weights) into `self`,
+    /// bit-exactly, keeping the `require_grad` flags of `self`.
+    fn load_weights(self, path: &Path) -> Result<Self, BoxError>;
+}
+
+/// Source of micro-batches, addressed by position so resume continues exactly.
+///
+/// The batch at a position must depend only on the position and the RNG state (which the
+/// trainer checkpoints): the trainer asks for positions 0, 1, 2, ... one per micro-batch.
+pub trait DataSource {
+    /// The batch type (the model's [`TrainStep::Batch`]).
+    type Batch;
+
+    /// The micro-batch at `position`; may draw from `rng` (shuffling, augmentation).
+    fn batch(&mut self, position: u64, rng: &mut TrainRng) -> Result<Self::Batch, BoxError>;
+}
+
+/// Closures `FnMut(position, &mut rng) -> Result<Batch, BoxError>` are data sources.
+impl<T, F> DataSource for F
+where
+    F: FnMut(u64, &mut TrainRng) -> Result<T, BoxError>,
+{
+    type Batch = T;
+
+    fn batch(&mut self, position: u64, rng: &mut TrainRng) -> Result<T, BoxError> {
+        self(position, rng)
+    }
+}
