@@ -12,6 +12,7 @@
 //! * [`trainer`]: the post-training loop;
 //! * [`backend`]: the Burn backends enabled by this crate's features.
 
+pub mod bagel;
 pub mod checkpoint;
 pub mod data;
 pub mod embed;

@@ -63,6 +63,12 @@ fn recaption_is_lexically_disjoint_from_prompt() {
                 assert!(!prompt.contains(&word), "item {i}: {word:?} in both");
             }
         }
+        // Every word is in the vocabulary (id 0 is [UNK]).
+        for text in [&item.prompt, &item.caption] {
+            let ids = set.tokenizer().encode(text).unwrap();
+            assert!(!ids.contains(&0), "item {i}: unknown word in {text:?}");
+            assert_eq!(ids.len(), text.split(' ').count());
+        }
         // Both describe the same number of shapes.
         let shapes = set.scene(i).shapes.len();
         assert_eq!(item.prompt.matches(" and ").count() + 1, shapes);

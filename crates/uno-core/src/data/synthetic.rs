@@ -24,15 +24,15 @@ const COLORS: [(&str, &str, [f32; 3]); 6] = [
 
 /// Grid cells of a 3x3 layout: (prompt words, re-caption words), row-major.
 const CELLS: [(&str, &str); 9] = [
-    ("top left", "upper-left corner"),
-    ("top", "upper middle"),
-    ("top right", "upper-right corner"),
-    ("left", "middle-left side"),
-    ("center", "very middle"),
-    ("right", "middle-right side"),
-    ("bottom left", "lower-left corner"),
-    ("bottom", "lower middle"),
-    ("bottom right", "lower-right corner"),
+    ("top left", "northwest corner"),
+    ("top", "north edge"),
+    ("top right", "northeast corner"),
+    ("left", "west edge"),
+    ("center", "middle"),
+    ("right", "east edge"),
+    ("bottom left", "southwest corner"),
+    ("bottom", "south edge"),
+    ("bottom right", "southeast corner"),
 ];
 
 /// Function words of both templates.
@@ -102,8 +102,8 @@ impl Scene {
         parts.join(" and ")
     }
 
-    /// "the picture shows a crimson disc in the upper-left corner , there is also a navy
-    /// box in the middle-right side ." Content words never repeat the prompt's.
+    /// "the picture shows a crimson disc in the northwest corner , there is also a navy
+    /// box in the east edge ." Content words never repeat the prompt's.
     pub fn recaption(&self) -> String {
         let parts: Vec<String> = self
             .shapes

@@ -1,0 +1,261 @@
+//! The UNO forward of a packed batch: embed every token group, run the MoT decoder once,
+//! and compute flow matching, caption CE and metaquery regression on the same sequence.
+
+use burn::tensor::{Tensor, backend::Backend};
+
+use super::{Bagel, BagelConfig, BagelError};
+use crate::mot::{Routing, SampleMask};
+use crate::objectives::{FlowNoise, UnoLoss, UnoLossInputs, UnoLossOutput, pool_target_tokens};
+use crate::packing::{ImageKind, PackedSequence, TimestepSlot, index_tensor};
+use crate::vae::LatentCodec;
+
+/// One packed batch and the pixels behind its images.
+#[derive(Debug, Clone, Copy)]
+pub struct UnoBatch<'a, B: Backend> {
+    pub pack: &'a PackedSequence,
+    /// One RGB image `[3, H, W]` in `[0, 1]` per entry of `pack.images`, in order: the
+    /// condition image of a ViT or clean-VAE split, and for a noised split its CLEAN target
+    /// (the forward noises it, and the visual loss reads its ViT features).
+    pub images: &'a [Tensor<B, 3>],
+    /// Seed of this batch's timesteps and noise (host-side, identical on every backend).
+    pub noise_seed: u64,
+}
+
+/// What the UNO forward returns.
+#[derive(Debug, Clone)]
+pub struct UnoForward<B: Backend> {
+    /// Total and components (unweighted), with token counts.
+    pub loss: UnoLossOutput<B>,
+    /// Final hidden states `[L, hidden]`, each token normalised by its expert's final norm.
+    pub hidden: Tensor<B, 2>,
+}
+
+/// The objective settings the forward needs besides the weights.
+#[derive(Debug, Clone)]
+pub struct UnoObjective {
+    pub loss: UnoLoss,
+    pub timestep_shift: f64,
+}
+
+impl BagelConfig {
+    pub fn objective(&self) -> Result<UnoObjective, BagelError> {
+        Ok(UnoObjective {
+            loss: self.loss.init()?,
+            timestep_shift: self.timestep_shift,
+        })
+    }
+}
+
+impl<B: Backend> Bagel<B> {
+    /// The UNO forward. The losses follow the paper: `L = L_fm + w_cap L_cap + w_vis L_vis`
+    /// (weights in `objective`); terms whose splits are absent from the pack (or whose
+    /// weight is 0) are zero with a zero count. Understanding-text CE targets
+    /// (`pack.text_ce`) are not a UNO objective and are ignored here.
+    ///
+    /// Visual targets are the model's own ViT + connector features of the clean target
+    /// image (without the `vit_pos_embed` table, which carries position, not content),
+    /// pooled to a `sqrt(N) x sqrt(N)` grid and gradient-stopped.
+    pub fn uno_forward(
+        &self,
+        batch: UnoBatch<'_, B>,
+        codec: &impl LatentCodec<B>,
+        objective: &UnoObjective,
+    ) -> Result<UnoForward<B>, BagelError> {
+        let UnoBatch {
+            pack,
+            images,
+            noise_seed,
+        } = batch;
+        self.check_images(pack, images)?;
+        let device = self.embed_tokens.device();
+        let mut pieces = Vec::new();
+        let mut order: Vec<usize> = Vec::with_capacity(pack.len);
+
+        if !pack.text_ids.is_empty() {
+            let ids: Vec<usize> = pack.text_ids.iter().map(|&i| i as usize).collect();
+            let ids = index_tensor::<B>(&ids, &device);
+            pieces.push(self.embed_tokens.val().select(0, ids));
+            order.extend(&pack.text_indexes);
+        }
+
+        let vit_images = images_of(pack, images, |k| k == ImageKind::Vit);
+        if !vit_images.is_empty() {
+            let (features, _) = self.vit_model.forward_images(&vit_images)?;
+            let tokens = crate::vision::vit_tokens_to_llm(
+                &self.connector,
+                &self.vit_pos_embed,
+                features,
+                &pack.vit_position_ids,
+            )?;
+            pieces.push(tokens);
+            order.extend(&pack.vit_indexes);
+        }
+
+        let mut flow_target = None;
+        let vae_images = images_of(pack, images, |k| k != ImageKind::Vit);
+        if !vae_images.is_empty() {
+            let mut latents = Vec::with_capacity(vae_images.len());
+            for image in vae_images {
+                latents.push(codec.encode_tokens(image)?.0);
+            }
+            // The codec is never trained: its latents are data.
+            let x0 = Tensor::cat(latents, 0).detach();
+            let slots: Vec<Option<usize>> = pack
+                .vae_timestep_slots
+                .iter()
+                .map(|s| match s {
+                    TimestepSlot::Clean => None,
+                    TimestepSlot::Noised { image } => Some(*image),
+                })
+                .collect();
+            let noise = FlowNoise::sample(
+                &slots,
+                codec.token_dim(),
+                objective.timestep_shift,
+                noise_seed,
+            )?;
+            let noised = noise.apply(x0)?;
+            flow_target = noised.velocity_target;
+            pieces.push(self.generation.input(
+                noised.x_t,
+                noised.token_timesteps,
+                &pack.latent_position_ids,
+            )?);
+            order.extend(&pack.vae_indexes);
+        }
+
+        for group in &pack.metaquery_groups {
+            if group.tokens.len() != self.num_metaqueries() {
+                return Err(BagelError::Config(format!(
+                    "the pack has {} metaqueries per image but the model has {}: pack with BagelConfig::packing()",
+                    group.tokens.len(),
+                    self.num_metaqueries()
+                )));
+            }
+            pieces.push(self.metaqueries.val());
+            order.extend(&pack.metaquery_indexes[group.tokens.clone()]);
+        }
+
+        // One gather puts every group's rows in sequence order.
+        let mut inverse = vec![0; pack.len];
+        for (row, &position) in order.iter().enumerate() {
+            inverse[position] = row;
+        }
+        let hidden = Tensor::cat(pieces, 0).select(0, index_tensor::<B>(&inverse, &device));
+
+        let routing =
+            Routing::from_indices(&pack.und_indexes, &pack.gen_indexes, pack.len, &device)?;
+        let masks: Vec<SampleMask<B>> = pack
+            .samples
+            .iter()
+            .map(|s| SampleMask {
+                start: s.start,
+                len: s.len,
+                mask: s.mask.to_tensor::<B>(&device).reshape([s.len, s.len]),
+            })
+            .collect();
+        let positions = index_tensor::<B>(&pack.position_ids, &device);
+        let hidden = self
+            .language_model
+            .forward(hidden, &routing, positions, &masks)?;
+
+        let weights = objective.loss.config();
+        let rows = |indexes: &[usize]| {
+            hidden
+                .clone()
+                .select(0, index_tensor::<B>(indexes, &device))
+        };
+        let mut inputs = UnoLossInputs::new(&device);
+        if let Some(target) = flow_target {
+            inputs = inputs.flow(self.generation.output(rows(&pack.noised_indexes)), target);
+        }
+        if weights.caption > 0.0 && !pack.caption_ce.is_empty() {
+            let logits = self.lm_head.forward(rows(&pack.caption_ce.indexes));
+            inputs = inputs.caption(logits, &pack.caption_ce.labels);
+        }
+        if weights.visual > 0.0 && !pack.metaquery_indexes.is_empty() {
+            let target = self.visual_targets(pack, images)?;
+            inputs = inputs.visual(rows(&pack.metaquery_indexes), target);
+        }
+        let loss = objective.loss.forward(inputs)?;
+        Ok(UnoForward { loss, hidden })
+    }
+
+    /// Pooled, gradient-stopped ViT + connector features of each metaquery group's clean
+    /// target image, `[groups * N, hidden]`.
+    pub fn visual_targets(
+        &self,
+        pack: &PackedSequence,
+        images: &[Tensor<B, 3>],
+    ) -> Result<Tensor<B, 2>, BagelError> {
+        let targets: Vec<Tensor<B, 3>> = pack
+            .metaquery_groups
+            .iter()
+            .map(|g| vit_input(images[g.target_image].clone()))
+            .collect();
+        let (features, grids) = self.vit_model.forward_images(&targets)?;
+        let features = self.connector.forward(features).detach();
+        let mut start = 0;
+        let mut pooled = Vec::with_capacity(grids.len());
+        for grid in grids {
+            let len = grid[0] * grid[1];
+            let rows = features.clone().narrow(0, start, len);
+            pooled.push(pool_target_tokens(rows, grid, self.num_metaqueries())?);
+            start += len;
+        }
+        Ok(Tensor::cat(pooled, 0))
+    }
+
+    fn check_images(
+        &self,
+        pack: &PackedSequence,
+        images: &[Tensor<B, 3>],
+    ) -> Result<(), BagelError> {
+        if images.len() != pack.images.len() {
+            return Err(BagelError::Image {
+                index: images.len().min(pack.images.len()),
+                message: format!(
+                    "the pack has {} images but {} were given",
+                    pack.images.len(),
+                    images.len()
+                ),
+            });
+        }
+        for (index, (image, layout)) in images.iter().zip(&pack.images).enumerate() {
+            let expected = [3, layout.size.height, layout.size.width];
+            if image.dims() != expected {
+                return Err(BagelError::Image {
+                    index,
+                    message: format!(
+                        "expected [C, H, W] = {expected:?}, found {:?}",
+                        image.dims()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ViT sees images in `[-1, 1]` (BAGEL's normalisation), codecs take `[0, 1]`.
+fn vit_input<B: Backend>(image: Tensor<B, 3>) -> Tensor<B, 3> {
+    image.mul_scalar(2.0).sub_scalar(1.0)
+}
+
+/// The pixels of the pack's images of the selected kinds, in pack order (ViT images
+/// already mapped to the ViT's input range).
+fn images_of<B: Backend>(
+    pack: &PackedSequence,
+    images: &[Tensor<B, 3>],
+    keep: impl Fn(ImageKind) -> bool,
+) -> Vec<Tensor<B, 3>> {
+    pack.images
+        .iter()
+        .zip(images)
+        .filter(|(layout, _)| keep(layout.kind))
+        .map(|(layout, image)| match layout.kind {
+            ImageKind::Vit => vit_input(image.clone()),
+            _ => image.clone(),
+        })
+        .collect()
+}

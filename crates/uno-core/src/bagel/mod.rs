@@ -1,0 +1,16 @@
+//! The BAGEL model assembled around the MoT decoder, and its UNO forward.
+//!
+//! * [`BagelConfig`]: the language model, ViT and generation settings, with tiny presets;
+//! * [`Bagel`]: embeddings, `lm_head`, the MoT decoder, SigLIP ViT + connector, generation
+//!   embeddings and UNO's metaqueries, with field names that follow BAGEL's checkpoint keys;
+//! * [`Bagel::uno_forward`]: one packed batch in, the three UNO losses out.
+
+mod config;
+mod error;
+mod forward;
+mod model;
+
+pub use config::BagelConfig;
+pub use error::BagelError;
+pub use forward::{UnoBatch, UnoForward, UnoObjective};
+pub use model::Bagel;
