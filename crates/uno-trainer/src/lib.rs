@@ -16,6 +16,31 @@
 //! * `metrics.jsonl`, a progress bar and a [`TrainSummary`].
 //!
 //! Configuration is one TOML file ([`TrainConfig`]) mirroring the paper's appendix A.
+//!
+//! # Plugging a model in
+//! ```ignore
+//! impl<B: AutodiffBackend> TrainStep<B> for Bagel<B> {
+//!     type Batch = PackedBatch;
+//!     fn forward_step(&self, batch: PackedBatch, ctx: &StepContext)
+//!         -> Result<StepOutput<B>, BoxError> {
+//!         let noise = FlowNoise::sample(&batch.slots, 64, self.shift, ctx.seed)?;
+//!         let out = self.loss(batch, noise)?; // L_fm + 0.1 L_cap + 0.2 L_vis
+//!         Ok(StepOutput {
+//!             loss: out.total.clone(),
+//!             components: vec![("flow", out.flow), ("caption", out.caption), ("visual", out.visual)],
+//!             tokens: out.tokens,
+//!             samples: out.samples,
+//!         })
+//!     }
+//!     fn save_weights(&self, path: &Path) -> Result<(), BoxError> { /* BAGEL safetensors */ }
+//!     fn load_weights(self, path: &Path) -> Result<Self, BoxError> { /* same names */ }
+//! }
+//!
+//! let config = TrainConfig::load(Some(path), &overrides)?;
+//! let model = Bagel::load(model_dir, &device)?.freeze_understanding(); // no_grad()
+//! let mut trainer = Trainer::resume_or_new(config, model, device)?;
+//! let summary = trainer.fit(&mut |pos, rng: &mut TrainRng| data.batch(pos, rng), None)?;
+//! ```
 
 pub mod checkpoint;
 pub mod clip;

@@ -160,7 +160,9 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         trainer.step = state.step;
         trainer.data_position = state.data_position;
         trainer.rng = TrainRng::from_state(state.rng_state);
-        trainer.consecutive_skips = state.consecutive_skips;
+        // A fresh skip budget: a checkpoint written by the skip guard records the streak
+        // that aborted the run; resuming it must not abort again on the first bad batch.
+        trainer.consecutive_skips = 0;
         trainer.skipped_total = state.skipped_total;
         trainer.last_checkpoint = Some((state.step, dir.to_path_buf()));
         Ok(trainer)

@@ -210,12 +210,23 @@ fn consecutive_skips_abort_after_saving() {
     assert_eq!((*skips, *step), (3, 3));
     assert_eq!(checkpoint, &dir.path().join("step-000003"));
     let last_good = toy::all(t.model());
-    let resumed = Trainer::resume_or_new(config, toy::toy::<Ad>(77, &device), device).unwrap();
+    let mut resumed = Trainer::resume_or_new(config, toy::toy::<Ad>(77, &device), device).unwrap();
     assert_eq!(toy::all(resumed.model()), last_good);
     assert_eq!(
         resumed.data_position(),
         7,
         "resume does not replay the bad batches"
+    );
+    // The resumed run gets a fresh skip budget: one bad batch does not abort it.
+    let mut one_bad = |pos: u64, rng: &mut TrainRng| -> Result<ToyBatch, BoxError> {
+        let mut b = toy::batch(pos * 2, 2, 0.1, rng);
+        b.poison = pos == 7;
+        Ok(b)
+    };
+    let summary = resumed.fit(&mut one_bad, None).unwrap();
+    assert_eq!(
+        (summary.start_step, summary.end_step, summary.skipped),
+        (3, 20, 1)
     );
 
     let lines: Vec<serde_json::Value> = fs::read_to_string(dir.path().join("metrics.jsonl"))
@@ -227,7 +238,11 @@ fn consecutive_skips_abort_after_saving() {
         .iter()
         .map(|l| l["skipped"].as_bool().unwrap())
         .collect();
-    assert_eq!(skipped, [false, true, false, false, true, true, true]);
+    // The first run's 7 lines, then the resumed run's 18 (its first one skipped).
+    assert_eq!(skipped[..7], [false, true, false, false, true, true, true]);
+    assert_eq!(lines.len(), 7 + 18);
+    assert_eq!(lines[7]["step"], 4);
+    assert!(skipped[7] && !skipped[8..].iter().any(|s| *s));
     assert!(lines[1]["loss"].is_null(), "a NaN loss is logged as null");
 }
 
