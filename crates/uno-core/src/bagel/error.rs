@@ -1,6 +1,7 @@
 //! Errors of the BAGEL model: configuration, inputs that do not match the pack, and the
 //! errors of the pieces it is built from.
 
+use crate::checkpoint::CheckpointError;
 use crate::objectives::ObjectiveError;
 use crate::vision::VisionError;
 use uno_mot::MotError;
@@ -21,4 +22,6 @@ pub enum BagelError {
     Objective(#[from] ObjectiveError),
     #[error(transparent)]
     Pack(#[from] PackError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }

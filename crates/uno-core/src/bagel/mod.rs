@@ -8,9 +8,12 @@
 mod config;
 mod error;
 mod forward;
+mod io;
+pub mod keys;
 mod model;
 
 pub use config::BagelConfig;
 pub use error::BagelError;
 pub use forward::{UnoBatch, UnoForward, UnoObjective};
+pub use io::{METAQUERY_KEY, weights_file};
 pub use model::Bagel;

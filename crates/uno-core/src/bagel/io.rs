@@ -1,0 +1,139 @@
+//! Reading and writing BAGEL checkpoints: `ema.safetensors` (or a sharded index) with
+//! BAGEL's exact key names, and a BAGEL release folder (`llm_config.json`,
+//! `vit_config.json`, weights).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+
+use super::keys::{bagel_key, load_module, module_keys, save_module};
+use super::{Bagel, BagelConfig, BagelError};
+use crate::checkpoint::{
+    LoadReport, SaveDtype, UnexpectedKeys, WeightReader, WeightWriter, read_json_config,
+};
+use crate::mot::MotConfig;
+use crate::vision::SiglipVisionConfig;
+
+/// The fixed sin-cos tables BAGEL saves with the weights: accepted, not loaded (the model
+/// recomputes them for its own sizes).
+const FIXED_TABLES: [&str; 2] = ["latent_pos_embed.pos_embed", "vit_pos_embed.pos_embed"];
+/// UNO's metaqueries: absent from BAGEL releases, kept at their initialisation then.
+pub const METAQUERY_KEY: &str = "uno.metaqueries";
+
+impl<B: Backend> Bagel<B> {
+    /// Every checkpoint key of this model, in module order.
+    pub fn checkpoint_keys(&self) -> Vec<String> {
+        module_keys::<B, _>(self, bagel_key)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Write all weights under BAGEL's names (PyTorch layouts), atomically, in `dtype`.
+    /// The metaqueries are saved under [`METAQUERY_KEY`]; PyTorch BAGEL loads the rest
+    /// with `strict=False`.
+    pub fn save_safetensors(&self, path: &Path, dtype: SaveDtype) -> Result<(), BagelError> {
+        let mut writer = WeightWriter::new(dtype).with_metadata("format", "pt");
+        save_module::<B, _>(self, &mut writer, bagel_key)?;
+        writer.write(path)?;
+        Ok(())
+    }
+
+    /// Load BAGEL weights into this model (shapes must match its config). Missing keys are
+    /// an error naming the first few, except: without any `_moe_gen` key the generation
+    /// expert is initialised from the understanding expert (BAGEL's `init_moe`), and
+    /// without [`METAQUERY_KEY`] the metaqueries keep their initialisation. Checkpoint keys
+    /// this model does not use are handled by `unexpected`.
+    pub fn load_safetensors(
+        self,
+        reader: &WeightReader,
+        unexpected: UnexpectedKeys,
+    ) -> Result<(Self, LoadReport), BagelError> {
+        let has_gen = reader.keys().any(|k| k.contains("_moe_gen"));
+        let required: Vec<String> = self
+            .checkpoint_keys()
+            .into_iter()
+            .filter(|k| {
+                !FIXED_TABLES.contains(&k.as_str())
+                    && k != METAQUERY_KEY
+                    && (has_gen || !k.contains("_moe_gen"))
+            })
+            .collect();
+        reader.check_keys(&required)?;
+        for table in FIXED_TABLES {
+            reader.mark_consumed(table);
+        }
+        let loaded = load_module::<B, _>(self, reader, bagel_key, |key| {
+            !FIXED_TABLES.contains(&key) && reader.contains(key)
+        })?;
+        let loaded = if has_gen {
+            loaded
+        } else {
+            Self {
+                language_model: loaded.language_model.init_gen_from_und(),
+                ..loaded
+            }
+        };
+        let report = reader.finish(unexpected)?;
+        Ok((loaded, report))
+    }
+
+    /// Load a BAGEL release folder: `llm_config.json`, `vit_config.json` (BAGEL drops the
+    /// ViT's last layer) and `ema.safetensors` or `*.safetensors.index.json` (+ shards).
+    /// Loss and UNO settings start at the paper's defaults.
+    pub fn load_folder(
+        dir: &Path,
+        device: &B::Device,
+        unexpected: UnexpectedKeys,
+    ) -> Result<(BagelConfig, Self, LoadReport), BagelError> {
+        let llm: MotConfig = read_json_config(dir.join("llm_config.json"))?;
+        let vit: SiglipVisionConfig = read_json_config(dir.join("vit_config.json"))?;
+        let config = BagelConfig {
+            llm,
+            vit: vit.for_bagel(),
+            ..BagelConfig::bagel_7b()
+        };
+        let model = config.init::<B>(device)?;
+        let reader = WeightReader::open(weights_file(dir)?)?;
+        let (model, report) = model.load_safetensors(&reader, unexpected)?;
+        Ok((config, model, report))
+    }
+}
+
+/// The weights of a BAGEL folder: `ema.safetensors`, else the single
+/// `*.safetensors.index.json`, else the single `*.safetensors`.
+pub fn weights_file(dir: &Path) -> Result<PathBuf, BagelError> {
+    let ema = dir.join("ema.safetensors");
+    if ema.is_file() {
+        return Ok(ema);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        BagelError::Config(format!(
+            "cannot list the model folder {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let pick = |suffix: &str| -> Vec<&PathBuf> {
+        names
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(suffix) && !p.ends_with("ae.safetensors"))
+            .collect()
+    };
+    for suffix in [".safetensors.index.json", ".safetensors"] {
+        match pick(suffix).as_slice() {
+            [one] => return Ok((*one).clone()),
+            [] => continue,
+            many => {
+                return Err(BagelError::Config(format!(
+                    "{} holds several weight files ({many:?}); keep one, or name it ema.safetensors",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    Err(BagelError::Config(format!(
+        "{} holds no ema.safetensors, *.safetensors.index.json or *.safetensors",
+        dir.display()
+    )))
+}

@@ -1,0 +1,263 @@
+//! BAGEL checkpoints: the saved key set is BAGEL's naming scheme exactly, a save/load
+//! round trip gives bit-identical outputs, bf16 files load as their exact f32 values, a
+//! checkpoint without the generation expert initialises it from the understanding expert,
+//! and bad files give named errors.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use uno_core::bagel::{Bagel, BagelConfig, BagelError, UnoBatch};
+use uno_core::checkpoint::{CheckpointError, SaveDtype, UnexpectedKeys, WeightReader};
+use uno_core::data::{Dataset, SyntheticConfig, SyntheticScenes};
+use uno_core::packing::PackedSequence;
+use uno_core::vae::PixelCodec;
+
+fn config() -> BagelConfig {
+    let set = data();
+    BagelConfig::tiny(set.tokenizer().vocab_size(), set.special_tokens())
+}
+
+fn data() -> SyntheticScenes {
+    SyntheticScenes::new(SyntheticConfig {
+        len: 4,
+        image_size: 16,
+        max_shapes: 2,
+        seed: 1,
+    })
+    .unwrap()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("uno-bagel-ckpt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// BAGEL's key scheme (ARCHITECTURE.md "Checkpoint names"), generated per layer.
+fn expected_keys(config: &BagelConfig) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let lm = "language_model.model";
+    for i in 0..config.llm.num_hidden_layers {
+        for sfx in ["", "_moe_gen"] {
+            for p in ["q", "k", "v"] {
+                for t in ["weight", "bias"] {
+                    keys.insert(format!("{lm}.layers.{i}.self_attn.{p}_proj{sfx}.{t}"));
+                }
+            }
+            keys.insert(format!("{lm}.layers.{i}.self_attn.o_proj{sfx}.weight"));
+            for n in ["q_norm", "k_norm"] {
+                keys.insert(format!("{lm}.layers.{i}.self_attn.{n}{sfx}.weight"));
+            }
+            for p in ["gate", "up", "down"] {
+                keys.insert(format!("{lm}.layers.{i}.mlp{sfx}.{p}_proj.weight"));
+            }
+            for n in ["input_layernorm", "post_attention_layernorm"] {
+                keys.insert(format!("{lm}.layers.{i}.{n}{sfx}.weight"));
+            }
+        }
+    }
+    for k in ["embed_tokens", "norm", "norm_moe_gen"] {
+        keys.insert(format!("{lm}.{k}.weight"));
+    }
+    keys.insert("language_model.lm_head.weight".into());
+    let vm = "vit_model.vision_model";
+    for t in ["weight", "bias"] {
+        keys.insert(format!("{vm}.embeddings.patch_embedding.{t}"));
+        keys.insert(format!("{vm}.post_layernorm.{t}"));
+        for i in 0..config.vit.num_layers() {
+            for p in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                keys.insert(format!("{vm}.encoder.layers.{i}.self_attn.{p}.{t}"));
+            }
+            for p in ["layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2"] {
+                keys.insert(format!("{vm}.encoder.layers.{i}.{p}.{t}"));
+            }
+        }
+        for p in [
+            "connector.fc1",
+            "connector.fc2",
+            "vae2llm",
+            "llm2vae",
+            "time_embedder.mlp.0",
+            "time_embedder.mlp.2",
+        ] {
+            keys.insert(format!("{p}.{t}"));
+        }
+    }
+    keys.insert(format!("{vm}.embeddings.position_embedding.weight"));
+    keys.insert("latent_pos_embed.pos_embed".into());
+    keys.insert("vit_pos_embed.pos_embed".into());
+    keys.insert("uno.metaqueries".into());
+    keys
+}
+
+/// Hidden states and total loss of a fixed synthetic pack.
+fn outputs<B: Backend>(model: &Bagel<B>, config: &BagelConfig) -> Vec<f32> {
+    let set = data();
+    let device = Default::default();
+    let items: Vec<_> = (0..2).map(|i| set.get(i).unwrap()).collect();
+    let samples: Vec<_> = items.iter().map(|i| i.sample.clone()).collect();
+    let pack = PackedSequence::pack(&samples, &config.packing()).unwrap();
+    let images: Vec<Tensor<B, 3>> = items
+        .iter()
+        .map(|i| Tensor::from_data(TensorData::new(i.target.data.clone(), [3, 16, 16]), &device))
+        .collect();
+    let out = model
+        .uno_forward(
+            UnoBatch {
+                pack: &pack,
+                images: &images,
+                noise_seed: 9,
+            },
+            &PixelCodec,
+            &config.objective().unwrap(),
+        )
+        .unwrap();
+    let mut v = uno_testing::to_vec(out.hidden);
+    v.extend(uno_testing::to_vec(out.loss.total));
+    v
+}
+
+fn key_set_and_bit_identical_round_trip<B: Backend>() {
+    let config = config();
+    let device = Default::default();
+    let model = config.init::<B>(&device).unwrap();
+    let dir = temp("roundtrip");
+    let path = dir.join("ema.safetensors");
+    model.save_safetensors(&path, SaveDtype::F32).unwrap();
+
+    let reader = WeightReader::open(&path).unwrap();
+    let saved: BTreeSet<String> = reader.keys().map(str::to_string).collect();
+    assert_eq!(saved, expected_keys(&config));
+    // PyTorch layouts: Linear weights [out, in].
+    assert_eq!(
+        reader.shape("language_model.lm_head.weight").unwrap(),
+        [config.llm.vocab_size, config.llm.hidden_size]
+    );
+    assert_eq!(
+        reader.shape("vae2llm.weight").unwrap(),
+        [config.llm.hidden_size, 64]
+    );
+
+    let fresh = config.init::<B>(&device).unwrap();
+    let (loaded, report) = fresh
+        .load_safetensors(&reader, UnexpectedKeys::Error)
+        .unwrap();
+    assert!(report.unexpected.is_empty());
+    assert_eq!(outputs(&loaded, &config), outputs(&model, &config));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn bf16_file_loads_exactly<B: Backend>() {
+    let config = config();
+    let device = Default::default();
+    let model = config.init::<B>(&device).unwrap();
+    let dir = temp("bf16");
+    let path = dir.join("ema.safetensors");
+    model.save_safetensors(&path, SaveDtype::BF16).unwrap();
+    let reader = WeightReader::open(&path).unwrap();
+    let (loaded, _) = config
+        .init::<B>(&device)
+        .unwrap()
+        .load_safetensors(&reader, UnexpectedKeys::Error)
+        .unwrap();
+    let original = uno_testing::to_vec(model.metaqueries.val());
+    let got = uno_testing::to_vec(loaded.metaqueries.val());
+    for (o, g) in original.iter().zip(&got) {
+        assert_eq!(*g, half::bf16::from_f32(*o).to_f32());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn missing_generation_expert_is_copied_from_understanding<B: Backend>() {
+    let config = config();
+    let device = Default::default();
+    let model = config.init::<B>(&device).unwrap();
+    let dir = temp("nogen");
+    let full = dir.join("full.safetensors");
+    model.save_safetensors(&full, SaveDtype::F32).unwrap();
+    // Rewrite without any _moe_gen key (a BAGEL checkpoint before init_moe).
+    let bytes = std::fs::read(&full).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| !k.contains("_moe_gen"))
+        .collect();
+    let und_only = dir.join("und.safetensors");
+    safetensors::serialize_to_file(kept, None, &und_only).unwrap();
+    let reader = WeightReader::open(&und_only).unwrap();
+    let (loaded, _) = config
+        .init::<B>(&device)
+        .unwrap()
+        .load_safetensors(&reader, UnexpectedKeys::Error)
+        .unwrap();
+    let layer = &loaded.language_model.layers[1];
+    assert_eq!(
+        uno_testing::to_vec(layer.moe_gen.mlp.up_proj.weight.val()),
+        uno_testing::to_vec(model.language_model.layers[1].und.mlp.up_proj.weight.val())
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn bad_checkpoints_are_named_errors<B: Backend>() {
+    let config = config();
+    let device = Default::default();
+    let model = config.init::<B>(&device).unwrap();
+    let dir = temp("bad");
+    let full = dir.join("full.safetensors");
+    model.save_safetensors(&full, SaveDtype::F32).unwrap();
+    let bytes = std::fs::read(&full).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| k != "connector.fc1.bias")
+        .collect();
+    let missing = dir.join("missing.safetensors");
+    safetensors::serialize_to_file(kept, None, &missing).unwrap();
+    let err = config
+        .init::<B>(&device)
+        .unwrap()
+        .load_safetensors(
+            &WeightReader::open(&missing).unwrap(),
+            UnexpectedKeys::Error,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BagelError::Checkpoint(CheckpointError::MissingKeys { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("connector.fc1.bias"), "{err}");
+
+    // A model of another shape: the mismatch names the key and both shapes.
+    let mut other = config.clone();
+    other.llm.intermediate_size *= 2;
+    let err = other
+        .init::<B>(&device)
+        .unwrap()
+        .load_safetensors(&WeightReader::open(&full).unwrap(), UnexpectedKeys::Error)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("gate_proj") && msg.contains(&format!("{}", other.llm.intermediate_size)),
+        "{msg}"
+    );
+
+    // A truncated file.
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(WeightReader::open(&cut).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+uno_testing::backend_tests!(
+    key_set_and_bit_identical_round_trip,
+    bf16_file_loads_exactly,
+    missing_generation_expert_is_copied_from_understanding,
+    bad_checkpoints_are_named_errors
+);
