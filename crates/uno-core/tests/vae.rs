@@ -1,0 +1,252 @@
+//! Latent patchify, the PixelCodec and the FLUX autoencoder, against hand values and
+//! `tools/vision_reference.py` (`tests/data/vision_vae.safetensors`).
+
+#[path = "vision_fixture.rs"]
+mod fixture;
+
+use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
+use fixture::Fixture;
+use uno_core::vae::{
+    FluxAeConfig, FluxAutoEncoder, LatentCodec, PixelCodec, VisionError, patchify_latent,
+    unpatchify_latent,
+};
+use uno_testing::{assert_tensor_close, to_vec};
+
+const TOL: f32 = 1e-4;
+
+/// Latent value `c * 1000 + y * 10 + x` ([16, 4, 6]): token `r * 3 + q`, element
+/// `(py * 2 + px) * 16 + c` is `c * 1000 + (2r + py) * 10 + 2q + px`.
+fn latent_patchify_by_hand<B: Backend>() {
+    let device = Default::default();
+    let (z, h, w) = (16usize, 4usize, 6usize);
+    let vals: Vec<f32> = (0..z)
+        .flat_map(|c| (0..h).flat_map(move |y| (0..w).map(move |x| (c * 1000 + y * 10 + x) as f32)))
+        .collect();
+    let latent = Tensor::<B, 3>::from_data(TensorData::new(vals.clone(), [z, h, w]), &device);
+    let (tokens, grid) = patchify_latent(latent).unwrap();
+    assert_eq!(grid, [2, 3]);
+    assert_eq!(tokens.dims(), [6, 64]);
+    let t = to_vec(tokens.clone());
+    for r in 0..2 {
+        for q in 0..3 {
+            for py in 0..2 {
+                for px in 0..2 {
+                    for c in 0..z {
+                        let got = t[(r * 3 + q) * 64 + (py * 2 + px) * 16 + c];
+                        assert_eq!(got, (c * 1000 + (2 * r + py) * 10 + 2 * q + px) as f32);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(to_vec(unpatchify_latent(tokens, grid).unwrap()), vals);
+    let odd = Tensor::<B, 3>::zeros([16, 3, 4], &device);
+    assert!(matches!(
+        patchify_latent(odd),
+        Err(VisionError::NotDivisible {
+            height: 3,
+            patch: 2,
+            ..
+        })
+    ));
+}
+
+/// PixelCodec: latent channel `(dy * 2 + dx) * 3 + c` at `(y, x)` is pixel
+/// `(2y + dy, 2x + dx)` of channel `c`; channels 12..16 are zero; the round trip is exact.
+fn pixel_codec_roundtrip<B: Backend>() {
+    let device = Default::default();
+    let codec = PixelCodec;
+    let image = Tensor::<B, 4>::random([2, 3, 8, 12], Distribution::Uniform(0.0, 1.0), &device);
+    let pixels = to_vec(image.clone());
+    let latent = LatentCodec::<B>::encode(&codec, image.clone()).unwrap();
+    assert_eq!(latent.dims(), [2, 16, 4, 6]);
+    let l = to_vec(latent.clone());
+    let px = |n: usize, c: usize, y: usize, x: usize| pixels[((n * 3 + c) * 8 + y) * 12 + x];
+    let lat = |n: usize, k: usize, y: usize, x: usize| l[((n * 16 + k) * 4 + y) * 6 + x];
+    for n in 0..2 {
+        for y in 0..4 {
+            for x in 0..6 {
+                for dy in 0..2 {
+                    for dx in 0..2 {
+                        for c in 0..3 {
+                            assert_eq!(
+                                lat(n, (dy * 2 + dx) * 3 + c, y, x),
+                                px(n, c, 2 * y + dy, 2 * x + dx)
+                            );
+                        }
+                    }
+                }
+                for k in 12..16 {
+                    assert_eq!(lat(n, k, y, x), 0.0);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        to_vec(LatentCodec::<B>::decode(&codec, latent).unwrap()),
+        pixels
+    );
+
+    // Tokens: one 64-d token per 4x4 pixel block, and back exactly.
+    let one = image.narrow(0, 1, 1).reshape([3, 8, 12]);
+    let one_vals = to_vec(one.clone());
+    let (tokens, grid) = codec.encode_tokens(one).unwrap();
+    assert_eq!((tokens.dims(), grid), ([6, 64], [2, 3]));
+    assert_eq!(LatentCodec::<B>::token_dim(&codec), 64);
+    assert_eq!(LatentCodec::<B>::pixels_per_token(&codec), 4);
+    assert_eq!(to_vec(codec.decode_tokens(tokens, grid).unwrap()), one_vals);
+
+    let err = codec
+        .encode_tokens(Tensor::<B, 3>::zeros([3, 8, 10], &device))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VisionError::NotDivisible {
+                width: 10,
+                patch: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(LatentCodec::<B>::encode(&codec, Tensor::zeros([1, 4, 8, 8], &device)).is_err());
+    assert!(LatentCodec::<B>::decode(&codec, Tensor::zeros([1, 12, 2, 2], &device)).is_err());
+    let err = codec
+        .decode_tokens(Tensor::<B, 2>::zeros([6, 48], &device), [2, 3])
+        .unwrap_err();
+    assert!(err.to_string().contains("expected 64, found 48"), "{err}");
+}
+
+fn tiny_flux<B: Backend>(f: &Fixture, device: &B::Device) -> FluxAutoEncoder<B> {
+    let ae = FluxAeConfig::tiny().init::<B>(device).unwrap();
+    f.load_into(ae, "", device)
+}
+
+fn flux_matches_reference<B: Backend>() {
+    let device = Default::default();
+    let f = Fixture::load("vision_vae.safetensors");
+    let ae = tiny_flux::<B>(&f, &device);
+    assert_eq!(ae.downsample_factor(), 2);
+    let image = f.tensor::<B, 4>("input.image", &device);
+
+    let (moments, shape) = f.f32("expected.moments");
+    let shape4 = |s: &[usize]| [s[0], s[1], s[2], s[3]];
+    assert_tensor_close(
+        ae.encoder.forward(image.clone()),
+        shape4(&shape),
+        &moments,
+        TOL,
+        TOL,
+    );
+    let (latent, lshape) = f.f32("expected.latent");
+    assert_tensor_close(
+        ae.encode_raw(image.clone()).unwrap(),
+        shape4(&lshape),
+        &latent,
+        TOL,
+        TOL,
+    );
+
+    let z = f.tensor::<B, 4>("input.latent", &device);
+    let (raw, rshape) = f.f32("expected.decoded_raw");
+    assert_tensor_close(
+        ae.decode_raw(z.clone()).unwrap(),
+        shape4(&rshape),
+        &raw,
+        TOL,
+        TOL,
+    );
+
+    // The codec interface: [0, 1] images in, [0, 1] images out.
+    let image01 = (image.clone() + 1.0) / 2.0;
+    assert_tensor_close(
+        ae.encode(image01.clone()).unwrap(),
+        shape4(&lshape),
+        &latent,
+        TOL,
+        TOL,
+    );
+    let (decoded, _) = f.f32("expected.decoded");
+    assert_tensor_close(
+        LatentCodec::decode(&ae, z).unwrap(),
+        shape4(&rshape),
+        &decoded,
+        TOL,
+        TOL,
+    );
+    let (tokens0, _) = f.f32("expected.tokens0");
+    let (tokens, grid) = ae
+        .encode_tokens(image01.narrow(0, 0, 1).reshape([3, 8, 12]))
+        .unwrap();
+    assert_eq!(grid, [2, 3]);
+    assert_tensor_close(tokens.clone(), [6, 64], &tokens0, TOL, TOL);
+    let back = ae.decode_tokens(tokens, grid).unwrap();
+    assert_eq!(back.dims(), [3, 8, 12]);
+}
+
+fn flux_rejects_bad_input<B: Backend>() {
+    let device = Default::default();
+    let ae = FluxAeConfig::tiny().init::<B>(&device).unwrap();
+    let err = ae
+        .encode_raw(Tensor::zeros([1, 4, 8, 8], &device))
+        .unwrap_err();
+    assert!(err.to_string().contains("expected 3, found 4"), "{err}");
+    let err = ae
+        .encode_raw(Tensor::zeros([1, 3, 7, 8], &device))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VisionError::NotDivisible {
+                height: 7,
+                width: 8,
+                patch: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = ae
+        .decode_raw(Tensor::zeros([1, 8, 2, 2], &device))
+        .unwrap_err();
+    assert!(err.to_string().contains("expected 16, found 8"), "{err}");
+    // Tokens need sides that are multiples of 2 * downsample = 4.
+    assert!(matches!(
+        ae.encode_tokens(Tensor::zeros([3, 6, 8], &device)),
+        Err(VisionError::NotDivisible {
+            height: 6,
+            patch: 4,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn flux_config() {
+    let cfg = FluxAeConfig::default();
+    assert_eq!(
+        (cfg.ch, cfg.z_channels, cfg.num_res_blocks, cfg.norm_groups),
+        (128, 16, 2, 32)
+    );
+    assert_eq!(cfg.ch_mult, vec![1, 2, 4, 4]);
+    assert_eq!(cfg.downsample(), 8);
+    assert_eq!((cfg.scale_factor, cfg.shift_factor), (0.3611, 0.1159));
+    let parsed: FluxAeConfig =
+        serde_json::from_str(r#"{"ch": 8, "ch_mult": [1, 2], "norm_groups": 4}"#).unwrap();
+    let mut tiny = FluxAeConfig::tiny();
+    tiny.resolution = 256;
+    assert_eq!(parsed, tiny);
+    let mut bad = FluxAeConfig::tiny();
+    bad.norm_groups = 3;
+    assert!(matches!(bad.validate(), Err(VisionError::InvalidConfig(m)) if m.contains("3 groups")));
+    bad.ch_mult = vec![];
+    assert!(bad.validate().is_err());
+}
+
+uno_testing::backend_tests!(
+    latent_patchify_by_hand,
+    pixel_codec_roundtrip,
+    flux_matches_reference,
+    flux_rejects_bad_input
+);
