@@ -1,0 +1,275 @@
+//! UNO post-training of a BAGEL-shaped model.
+//!
+//! `cargo run --release --example train_bagel` trains a tiny model on the embedded
+//! synthetic shapes data on the CPU in a few minutes, showing progress and leaving
+//! `metrics.jsonl`, checkpoints (`step-*/model.safetensors` with BAGEL key names, EMA,
+//! optimizer state) and a summary in `runs/train_bagel/`.
+//!
+//! Options: `--config FILE.toml` (see configs/), `--set key=value` (repeatable, dotted
+//! keys, e.g. `--set optimizer.lr=1e-4`), `--data manifest.jsonl` (+ `--tokenizer
+//! tokenizer.json`), `--model-dir DIR` (a folder written by this example), `--backend
+//! flex|ndarray|wgpu|cuda`, `--ablation sft|language|visual|joint` (paper Table 7),
+//! `--resume` to continue the latest checkpoint in the output folder.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use uno_core::bagel::{Bagel, BagelConfig};
+use uno_core::burn::tensor::backend::AutodiffBackend;
+use uno_core::checkpoint::{UnexpectedKeys, read_json_config};
+use uno_core::data::{Dataset, ManifestDataset, SyntheticConfig, SyntheticScenes, TextTokenizer};
+use uno_core::objectives::ConditionDropoutConfig;
+use uno_core::train::{Ablation, PackedBatches, UnoTrainee};
+use uno_core::trainer::{TrainConfig, Trainer};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser, Debug)]
+#[command(about = "UNO post-training of a BAGEL-shaped model")]
+struct Args {
+    /// TOML training config (default: the embedded configs/tiny.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Config override `key=value` (dotted keys), repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// A model folder written by this example (uno_config.json + model.safetensors).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// A JSONL manifest of real data (needs --tokenizer).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A Hugging Face tokenizer.json for --data.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
+    backend: BackendChoice,
+    #[arg(long, value_enum, default_value_t = AblationChoice::Joint)]
+    ablation: AblationChoice,
+    /// Samples packed into one micro-batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Continue from the latest checkpoint in the output folder.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BackendChoice {
+    Flex,
+    Ndarray,
+    Wgpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AblationChoice {
+    Sft,
+    Language,
+    Visual,
+    Joint,
+}
+
+impl From<AblationChoice> for Ablation {
+    fn from(a: AblationChoice) -> Self {
+        match a {
+            AblationChoice::Sft => Ablation::Sft,
+            AblationChoice::Language => Ablation::Language,
+            AblationChoice::Visual => Ablation::Visual,
+            AblationChoice::Joint => Ablation::Joint,
+        }
+    }
+}
+
+const TINY: &str = include_str!("../configs/tiny.toml");
+const MODEL_CONFIG: &str = "uno_config.json";
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), BoxError> {
+    match args.backend {
+        BackendChoice::Flex => train::<uno_core::backend::Autodiff<uno_core::backend::Flex>>(args),
+        #[cfg(feature = "ndarray")]
+        BackendChoice::Ndarray => {
+            train::<uno_core::backend::Autodiff<uno_core::backend::NdArray>>(args)
+        }
+        #[cfg(feature = "wgpu")]
+        BackendChoice::Wgpu => train::<uno_core::backend::Autodiff<uno_core::backend::Wgpu>>(args),
+        #[cfg(feature = "cuda")]
+        BackendChoice::Cuda => train::<uno_core::backend::Autodiff<uno_core::backend::Cuda>>(args),
+        #[allow(unreachable_patterns)]
+        other => Err(format!(
+            "backend {other:?} is not compiled in: rebuild with `--features {}`",
+            format!("{other:?}").to_lowercase()
+        )
+        .into()),
+    }
+}
+
+fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
+    let ablation = Ablation::from(args.ablation);
+    let (caption_w, visual_w) = ablation.weights();
+    let mut overrides = vec![
+        format!("loss.caption={caption_w}"),
+        format!("loss.visual={visual_w}"),
+    ];
+    overrides.extend(args.overrides.iter().cloned());
+    let config = match &args.config {
+        Some(path) => TrainConfig::load(Some(path), &overrides)?,
+        None => TrainConfig::from_toml_str(TINY, "configs/tiny.toml (embedded)")?
+            .with_overrides(&overrides)?,
+    };
+    let device = B::Device::default();
+    // Burn's initialisers draw from the backend's global RNG: seed it so a run is
+    // reproducible (the trainer seeds its own host RNG for data, noise and dropout).
+    B::seed(&device, config.seed);
+
+    // Data first: the synthetic set brings its own vocabulary.
+    let (with_caption, with_metaqueries) = ablation.splits();
+    let synthetic = SyntheticScenes::new(SyntheticConfig {
+        image_size: config.model.resolution.max as usize,
+        seed: config.seed,
+        ..SyntheticConfig::default()
+    })?
+    .with_supervision(with_caption, with_metaqueries);
+
+    let (mut model_config, model) = match &args.model_dir {
+        Some(dir) => load_model::<B>(dir, &device)?,
+        None => {
+            let c = BagelConfig::tiny(
+                synthetic.tokenizer().vocab_size(),
+                synthetic.special_tokens(),
+            );
+            let m = c.init::<B>(&device)?;
+            (c, m)
+        }
+    };
+    model_config.loss.caption = config.loss.caption;
+    model_config.loss.visual = config.loss.visual;
+    model_config.timestep_shift = config.model.timestep_shift;
+    if model_config.num_metaqueries != config.model.metaqueries as usize {
+        return Err(format!(
+            "config model.metaqueries = {} but the model has {} metaqueries",
+            config.model.metaqueries, model_config.num_metaqueries
+        )
+        .into());
+    }
+    if model_config.pixels_per_latent_token != 4 {
+        return Err("this example trains with the identity PixelCodec (4 px per latent token); the FLUX VAE is not wired into training yet".into());
+    }
+
+    if !args.resume && has_checkpoints(&config.output_dir) {
+        return Err(format!(
+            "{} already holds checkpoints: pass --resume to continue them, or --set output_dir=... for a new run",
+            config.output_dir.display()
+        )
+        .into());
+    }
+    std::fs::create_dir_all(&config.output_dir)?;
+    std::fs::write(
+        config.output_dir.join(MODEL_CONFIG),
+        serde_json::to_string_pretty(&model_config)?,
+    )?;
+
+    let trainee = UnoTrainee::new(model, model_config.objective()?);
+    let mut trainer = if args.resume {
+        Trainer::resume_or_new(config.clone(), trainee, device.clone())?
+    } else {
+        Trainer::new(config.clone(), trainee, device.clone())?
+    };
+    let packing = model_config.packing();
+    let dropout = ConditionDropoutConfig::new();
+    println!(
+        "UNO post-training: ablation {ablation:?} (caption {caption_w}, visual {visual_w}), {} steps, output {}",
+        config.iterations,
+        config.output_dir.display()
+    );
+    let summary = match (&args.data, &args.tokenizer) {
+        (Some(manifest), Some(tokenizer)) => {
+            let side = config.model.resolution.max as usize;
+            let dataset = ManifestDataset::open(
+                manifest,
+                TextTokenizer::from_file(tokenizer)?,
+                vec![(side, side)],
+            )?
+            .with_metaqueries(with_metaqueries);
+            fit(
+                &mut trainer,
+                dataset,
+                args.batch_size,
+                packing,
+                dropout,
+                device,
+            )?
+        }
+        (Some(_), None) => return Err("--data needs --tokenizer (a tokenizer.json)".into()),
+        _ => fit(
+            &mut trainer,
+            synthetic,
+            args.batch_size,
+            packing,
+            dropout,
+            device,
+        )?,
+    };
+    drop(summary); // the trainer printed it
+    // The trained model as a folder `--model-dir` can load.
+    let (model, ema) = trainer.into_parts()?;
+    model.model.save_safetensors(
+        &config.output_dir.join("model.safetensors"),
+        uno_core::checkpoint::SaveDtype::F32,
+    )?;
+    ema.model.save_safetensors(
+        &config.output_dir.join("ema.safetensors"),
+        uno_core::checkpoint::SaveDtype::F32,
+    )?;
+    println!(
+        "wrote {}/{{ema,model}}.safetensors (BAGEL key names) and {MODEL_CONFIG}",
+        config.output_dir.display()
+    );
+    Ok(())
+}
+
+fn fit<B: AutodiffBackend, D: Dataset>(
+    trainer: &mut Trainer<B, UnoTrainee<B>>,
+    dataset: D,
+    batch_size: usize,
+    packing: uno_core::packing::PackingConfig,
+    dropout: ConditionDropoutConfig,
+    device: B::Device,
+) -> Result<uno_core::trainer::TrainSummary, BoxError> {
+    let mut data = PackedBatches {
+        dataset,
+        batch_size,
+        packing,
+        dropout,
+        device,
+    };
+    Ok(trainer.fit(&mut data, None)?)
+}
+
+fn load_model<B: AutodiffBackend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(BagelConfig, Bagel<B>), BoxError> {
+    let config: BagelConfig = read_json_config(dir.join(MODEL_CONFIG))?;
+    let reader = uno_core::checkpoint::WeightReader::open(uno_core::bagel::weights_file(dir)?)?;
+    let (model, _) = config
+        .init::<B>(device)?
+        .load_safetensors(&reader, UnexpectedKeys::Warn)?;
+    Ok((config, model))
+}
+
+fn has_checkpoints(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+    })
+}
