@@ -7,7 +7,7 @@
 //!
 //! Options: `--config FILE.toml` (see configs/), `--set key=value` (repeatable, dotted
 //! keys, e.g. `--set optimizer.lr=1e-4`), `--data manifest.jsonl` (+ `--tokenizer
-//! tokenizer.json`), `--model-dir DIR` (a folder written by this example), `--backend
+//! tokenizer.json`), `--model-dir DIR` (a BAGEL folder, e.g. one written by this example), `--backend
 //! flex|ndarray|wgpu|cuda`, `--ablation sft|language|visual|joint` (paper Table 7),
 //! `--resume` to continue the latest checkpoint in the output folder.
 
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use uno_core::bagel::{Bagel, BagelConfig};
 use uno_core::burn::tensor::backend::AutodiffBackend;
-use uno_core::checkpoint::{UnexpectedKeys, read_json_config};
+use uno_core::checkpoint::UnexpectedKeys;
 use uno_core::data::{Dataset, ManifestDataset, SyntheticConfig, SyntheticScenes, TextTokenizer};
 use uno_core::objectives::ConditionDropoutConfig;
 use uno_core::train::{Ablation, PackedBatches, UnoTrainee};
@@ -33,7 +33,7 @@ struct Args {
     /// Config override `key=value` (dotted keys), repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// A model folder written by this example (uno_config.json + model.safetensors).
+    /// A BAGEL folder (configs + ema.safetensors), e.g. one written by this example.
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// A JSONL manifest of real data (needs --tokenizer).
@@ -82,7 +82,6 @@ impl From<AblationChoice> for Ablation {
 }
 
 const TINY: &str = include_str!("../configs/tiny.toml");
-const MODEL_CONFIG: &str = "uno_config.json";
 
 fn main() {
     let args = Args::parse();
@@ -172,10 +171,8 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
         .into());
     }
     std::fs::create_dir_all(&config.output_dir)?;
-    std::fs::write(
-        config.output_dir.join(MODEL_CONFIG),
-        serde_json::to_string_pretty(&model_config)?,
-    )?;
+    // The output folder is a BAGEL folder: configs now, weights at the end.
+    model_config.save_folder(&config.output_dir)?;
 
     let trainee = UnoTrainee::new(model, model_config.objective()?);
     let mut trainer = if args.resume {
@@ -230,7 +227,7 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
         uno_core::checkpoint::SaveDtype::F32,
     )?;
     println!(
-        "wrote {}/{{ema,model}}.safetensors (BAGEL key names) and {MODEL_CONFIG}",
+        "wrote {}/{{ema,model}}.safetensors (BAGEL key names) and its configs",
         config.output_dir.display()
     );
     Ok(())
@@ -258,11 +255,7 @@ fn load_model<B: AutodiffBackend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(BagelConfig, Bagel<B>), BoxError> {
-    let config: BagelConfig = read_json_config(dir.join(MODEL_CONFIG))?;
-    let reader = uno_core::checkpoint::WeightReader::open(uno_core::bagel::weights_file(dir)?)?;
-    let (model, _) = config
-        .init::<B>(device)?
-        .load_safetensors(&reader, UnexpectedKeys::Warn)?;
+    let (config, model, _) = Bagel::load_folder(dir, device, UnexpectedKeys::Warn)?;
     Ok((config, model))
 }
 

@@ -40,6 +40,17 @@ pub enum TimestepSlot {
     Noised { image: usize },
 }
 
+impl TimestepSlot {
+    /// The noised image a token belongs to, `None` for a clean token: the per-token slot
+    /// form flow-matching noise is sampled from.
+    pub fn noised_image(self) -> Option<usize> {
+        match self {
+            Self::Clean => None,
+            Self::Noised { image } => Some(image),
+        }
+    }
+}
+
 /// How an image enters the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use super::{Bagel, BagelConfig, BagelError};
 use crate::mot::{Routing, SampleMask};
 use crate::objectives::{FlowNoise, UnoLoss, UnoLossInputs, UnoLossOutput, pool_target_tokens};
-use crate::packing::{ImageKind, PackedSequence, TimestepSlot, index_tensor};
+use crate::packing::{ImageKind, PackedSequence, index_tensor};
 use crate::vae::LatentCodec;
 
 /// One packed batch and the pixels behind its images.
@@ -103,10 +103,7 @@ impl<B: Backend> Bagel<B> {
             let slots: Vec<Option<usize>> = pack
                 .vae_timestep_slots
                 .iter()
-                .map(|s| match s {
-                    TimestepSlot::Clean => None,
-                    TimestepSlot::Noised { image } => Some(*image),
-                })
+                .map(|s| s.noised_image())
                 .collect();
             let noise = FlowNoise::sample(
                 &slots,

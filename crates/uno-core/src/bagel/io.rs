@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
-use super::keys::{bagel_key, load_module, module_keys, save_module};
+use super::keys::{bagel_key, load_module, module_keys, save_module, torch_key};
 use super::{Bagel, BagelConfig, BagelError};
 use crate::checkpoint::{
     LoadReport, SaveDtype, UnexpectedKeys, WeightReader, WeightWriter, read_json_config,
@@ -78,26 +78,75 @@ impl<B: Backend> Bagel<B> {
         Ok((loaded, report))
     }
 
-    /// Load a BAGEL release folder: `llm_config.json`, `vit_config.json` (BAGEL drops the
-    /// ViT's last layer) and `ema.safetensors` or `*.safetensors.index.json` (+ shards).
-    /// Loss and UNO settings start at the paper's defaults.
+    /// Load a BAGEL folder ([`BagelConfig::from_folder`] for the configuration) with its
+    /// weights: `ema.safetensors` or `*.safetensors.index.json` (+ shards).
     pub fn load_folder(
         dir: &Path,
         device: &B::Device,
         unexpected: UnexpectedKeys,
     ) -> Result<(BagelConfig, Self, LoadReport), BagelError> {
-        let llm: MotConfig = read_json_config(dir.join("llm_config.json"))?;
-        let vit: SiglipVisionConfig = read_json_config(dir.join("vit_config.json"))?;
-        let config = BagelConfig {
-            llm,
-            vit: vit.for_bagel(),
-            ..BagelConfig::bagel_7b()
-        };
+        let config = BagelConfig::from_folder(dir)?;
         let model = config.init::<B>(device)?;
         let reader = WeightReader::open(weights_file(dir)?)?;
         let (model, report) = model.load_safetensors(&reader, unexpected)?;
         Ok((config, model, report))
     }
+}
+
+/// UNO's settings saved next to BAGEL's configs (generation grid, metaqueries, special
+/// tokens, loss weights), so a folder written by uno-rs reloads exactly.
+pub const UNO_CONFIG: &str = "uno_config.json";
+
+impl BagelConfig {
+    /// The configuration of a BAGEL folder: `llm_config.json` and `vit_config.json` (a
+    /// release: BAGEL drops the ViT's last layer), and [`UNO_CONFIG`] when present (a
+    /// folder written by uno-rs); without it, the generation and UNO settings are
+    /// BAGEL-7B's and the paper's.
+    pub fn from_folder(dir: &Path) -> Result<Self, BagelError> {
+        let uno = dir.join(UNO_CONFIG);
+        if uno.is_file() {
+            return Ok(read_json_config(uno)?);
+        }
+        let llm: MotConfig = read_json_config(dir.join("llm_config.json"))?;
+        let vit: SiglipVisionConfig = read_json_config(dir.join("vit_config.json"))?;
+        Ok(Self {
+            llm,
+            vit: vit.for_bagel(),
+            ..Self::bagel_7b()
+        })
+    }
+
+    /// Write `llm_config.json`, `vit_config.json` and [`UNO_CONFIG`] into `dir`.
+    pub fn save_folder(&self, dir: &Path) -> Result<(), BagelError> {
+        let write = |name: &str, json: Result<String, serde_json::Error>| {
+            let path = dir.join(name);
+            let text = json.map_err(|e| BagelError::Config(format!("{name}: {e}")))?;
+            std::fs::write(&path, text)
+                .map_err(|e| BagelError::Config(format!("cannot write {}: {e}", path.display())))
+        };
+        write("llm_config.json", serde_json::to_string_pretty(&self.llm))?;
+        write("vit_config.json", serde_json::to_string_pretty(&self.vit))?;
+        write(UNO_CONFIG, serde_json::to_string_pretty(self))
+    }
+}
+
+/// Load a FLUX autoencoder (`ae.safetensors`, FLUX's own key names; BAGEL ships
+/// `FluxAeConfig::default()`'s).
+pub fn load_flux_ae<B: Backend>(
+    path: &Path,
+    config: &crate::vae::FluxAeConfig,
+    device: &B::Device,
+) -> Result<crate::vae::FluxAutoEncoder<B>, BagelError> {
+    let reader = WeightReader::open(path)?;
+    let ae = config.init::<B>(device)?;
+    let keys: Vec<String> = module_keys::<B, _>(&ae, torch_key)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    reader.check_keys(&keys)?;
+    let ae = load_module::<B, _>(ae, &reader, torch_key, |_| true)?;
+    reader.finish(UnexpectedKeys::Warn)?;
+    Ok(ae)
 }
 
 /// The weights of a BAGEL folder: `ema.safetensors`, else the single

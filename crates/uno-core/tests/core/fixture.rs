@@ -1,4 +1,4 @@
-//! Shared by the `vision`, `embed` and `vae` tests (included with `#[path]`): reads the
+//! Shared by the `vision`, `embed` and `vae` tests (a module of this test binary): reads the
 //! fixtures written by `tools/vision_reference.py` and loads their PyTorch-named weights
 //! into Burn modules by parameter path.
 //!

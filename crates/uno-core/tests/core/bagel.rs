@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backen
 use uno_core::bagel::{Bagel, BagelConfig, BagelError, UnoBatch};
 use uno_core::data::{Dataset, SyntheticConfig, SyntheticScenes, TrainItem};
 use uno_core::objectives::FlowNoise;
-use uno_core::packing::{PackedSequence, TimestepSlot};
+use uno_core::packing::PackedSequence;
 use uno_core::vae::PixelCodec;
 
 fn data() -> SyntheticScenes {
@@ -84,10 +84,7 @@ fn flow_loss_matches_host_value_at_init<B: Backend>() {
     let slots: Vec<Option<usize>> = pack
         .vae_timestep_slots
         .iter()
-        .map(|s| match s {
-            TimestepSlot::Clean => None,
-            TimestepSlot::Noised { image } => Some(*image),
-        })
+        .map(|s| s.noised_image())
         .collect();
     let noise = FlowNoise::sample(&slots, 64, 4.0, 11).unwrap();
     // PixelCodec token (py, px, c) of a 2x2 latent cell block = a 4x4 pixel block:

@@ -1,6 +1,6 @@
 //! Flow matching: shift formula, timestep distribution, noising, velocity target, loss.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use common::{central_fd, pseudo_random, scalar, t2};

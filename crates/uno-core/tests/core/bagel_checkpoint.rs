@@ -255,7 +255,76 @@ fn bad_checkpoints_are_named_errors<B: Backend>() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A folder written with `save_folder` + `save_safetensors` reloads as the same model.
+fn folder_round_trip<B: Backend>() {
+    let config = config();
+    let device = Default::default();
+    let model = config.init::<B>(&device).unwrap();
+    let dir = temp("folder");
+    config.save_folder(&dir).unwrap();
+    model
+        .save_safetensors(&dir.join("ema.safetensors"), SaveDtype::F32)
+        .unwrap();
+    let (loaded_config, loaded, _) =
+        Bagel::<B>::load_folder(&dir, &device, UnexpectedKeys::Error).unwrap();
+    assert_eq!(loaded_config.num_metaqueries, config.num_metaqueries);
+    assert_eq!(loaded_config.llm, config.llm);
+    assert_eq!(outputs(&loaded, &config), outputs(&model, &config));
+    // Without uno_config.json the folder reads as a BAGEL release (7B generation defaults).
+    std::fs::remove_file(dir.join(uno_core::bagel::UNO_CONFIG)).unwrap();
+    let release = BagelConfig::from_folder(&dir).unwrap();
+    assert_eq!(release.llm, config.llm);
+    assert_eq!(release.vit.num_layers(), config.vit.num_hidden_layers - 1); // BAGEL drops one
+    assert_eq!(release.num_metaqueries, 256);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The FLUX autoencoder saved under FLUX's key names loads back exactly.
+fn flux_ae_round_trip<B: Backend>() {
+    use uno_core::bagel::keys::{module_keys, save_module, torch_key};
+    use uno_core::checkpoint::WeightWriter;
+    use uno_core::vae::{FluxAeConfig, LatentCodec};
+    let device = Default::default();
+    let cfg = FluxAeConfig::tiny();
+    let ae = cfg.init::<B>(&device).unwrap();
+    let keys: BTreeSet<String> = module_keys::<B, _>(&ae, torch_key)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for key in [
+        "encoder.conv_in.weight",
+        "encoder.down.0.block.0.norm1.weight",
+        "decoder.mid.attn_1.q.bias",
+        "decoder.up.1.upsample.conv.weight",
+        "encoder.norm_out.bias",
+    ] {
+        assert!(keys.contains(key), "missing FLUX key {key}");
+    }
+    let dir = temp("ae");
+    let mut writer = WeightWriter::new(SaveDtype::F32);
+    save_module::<B, _>(&ae, &mut writer, torch_key).unwrap();
+    writer.write(dir.join("ae.safetensors")).unwrap();
+    let loaded =
+        uno_core::bagel::load_flux_ae::<B>(&dir.join("ae.safetensors"), &cfg, &device).unwrap();
+    let image = Tensor::<B, 4>::from_data(
+        TensorData::new(
+            (0..3 * 16 * 16)
+                .map(|i| (i % 7) as f32 / 7.0)
+                .collect::<Vec<_>>(),
+            [1, 3, 16, 16],
+        ),
+        &device,
+    );
+    assert_eq!(
+        uno_testing::to_vec(loaded.encode(image.clone()).unwrap()),
+        uno_testing::to_vec(ae.encode(image).unwrap())
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 uno_testing::backend_tests!(
+    folder_round_trip,
+    flux_ae_round_trip,
     key_set_and_bit_identical_round_trip,
     bf16_file_loads_exactly,
     missing_generation_expert_is_copied_from_understanding,

@@ -1,6 +1,6 @@
 //! Caption next-token cross entropy.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use common::{central_fd, pseudo_random, scalar, t2};

@@ -1,8 +1,7 @@
 //! Latent patchify, the PixelCodec and the FLUX autoencoder, against hand values and
 //! `tools/vision_reference.py` (`tests/data/vision_vae.safetensors`).
 
-#[path = "vision_fixture.rs"]
-mod fixture;
+use crate::fixture;
 
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 use fixture::Fixture;

@@ -1,8 +1,7 @@
 //! Timestep embedder, 2-D sin-cos tables and the generation-input sum, against hand values
 //! and `tools/vision_reference.py` (`tests/data/vision_embed.safetensors`).
 
-#[path = "vision_fixture.rs"]
-mod fixture;
+use crate::fixture;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use fixture::Fixture;

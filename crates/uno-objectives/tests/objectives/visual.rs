@@ -1,6 +1,6 @@
 //! Metaquery cosine loss and target pooling.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use common::{central_fd, pseudo_random, scalar, t2};

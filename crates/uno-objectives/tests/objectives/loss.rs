@@ -1,6 +1,6 @@
 //! The combined UNO objective.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{backend::AutodiffBackend, backend::Backend};
 use common::{scalar, t2};

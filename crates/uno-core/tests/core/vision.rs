@@ -1,8 +1,7 @@
 //! Patchify, the SigLIP NaViT encoder and the MLP connector, against hand values and
 //! `tools/vision_reference.py` (`tests/data/vision_vit.safetensors`).
 
-#[path = "vision_fixture.rs"]
-mod fixture;
+use crate::fixture;
 
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 use fixture::Fixture;

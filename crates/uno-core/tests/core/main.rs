@@ -1,0 +1,11 @@
+//! uno-core's integration tests, one binary: every test binary links all of Burn, so one
+//! binary per file would multiply CI's link time.
+
+mod bagel;
+mod bagel_checkpoint;
+mod checkpoint;
+mod data;
+mod embed;
+mod fixture;
+mod vae;
+mod vision;

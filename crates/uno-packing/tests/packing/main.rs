@@ -1,0 +1,6 @@
+//! uno-packing's integration tests, one binary (each test binary links all of Burn).
+
+mod errors;
+mod hand_layouts;
+mod invariants;
+mod tensor_edge;
