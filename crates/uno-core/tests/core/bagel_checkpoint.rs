@@ -92,6 +92,14 @@ fn expected_keys(config: &BagelConfig) -> BTreeSet<String> {
     keys
 }
 
+/// Copy a safetensors file, leaving out the keys `drop` selects.
+fn copy_without(src: &std::path::Path, dst: &std::path::Path, drop: impl Fn(&str) -> bool) {
+    let bytes = std::fs::read(src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = st.tensors().into_iter().filter(|(k, _)| !drop(k)).collect();
+    safetensors::serialize_to_file(kept, None, dst).unwrap();
+}
+
 /// Hidden states and total loss of a fixed synthetic pack.
 fn outputs<B: Backend>(model: &Bagel<B>, config: &BagelConfig) -> Vec<f32> {
     let set = data();
@@ -178,15 +186,8 @@ fn missing_generation_expert_is_copied_from_understanding<B: Backend>() {
     let full = dir.join("full.safetensors");
     model.save_safetensors(&full, SaveDtype::F32).unwrap();
     // Rewrite without any _moe_gen key (a BAGEL checkpoint before init_moe).
-    let bytes = std::fs::read(&full).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(k, _)| !k.contains("_moe_gen"))
-        .collect();
     let und_only = dir.join("und.safetensors");
-    safetensors::serialize_to_file(kept, None, &und_only).unwrap();
+    copy_without(&full, &und_only, |k| k.contains("_moe_gen"));
     let reader = WeightReader::open(&und_only).unwrap();
     let (loaded, _) = config
         .init::<B>(&device)
@@ -208,15 +209,8 @@ fn bad_checkpoints_are_named_errors<B: Backend>() {
     let dir = temp("bad");
     let full = dir.join("full.safetensors");
     model.save_safetensors(&full, SaveDtype::F32).unwrap();
-    let bytes = std::fs::read(&full).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let kept: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .filter(|(k, _)| k != "connector.fc1.bias")
-        .collect();
     let missing = dir.join("missing.safetensors");
-    safetensors::serialize_to_file(kept, None, &missing).unwrap();
+    copy_without(&full, &missing, |k| k == "connector.fc1.bias");
     let err = config
         .init::<B>(&device)
         .unwrap()
@@ -249,6 +243,7 @@ fn bad_checkpoints_are_named_errors<B: Backend>() {
     );
 
     // A truncated file.
+    let bytes = std::fs::read(&full).unwrap();
     let cut = dir.join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     assert!(WeightReader::open(&cut).is_err());
