@@ -481,14 +481,7 @@ impl<B: Backend> FluxAutoEncoder<B> {
             ));
         }
         let f = self.downsample_factor();
-        if h % f != 0 || w % f != 0 || h == 0 || w == 0 {
-            return Err(VisionError::NotDivisible {
-                what: "FLUX encode",
-                height: h,
-                width: w,
-                patch: f,
-            });
-        }
+        VisionError::check_divisible("FLUX encode", h, w, f)?;
         let moments = self.encoder.forward(x);
         let mean = moments.narrow(1, 0, self.z_channels);
         Ok((mean - self.shift_factor) * self.scale_factor)

@@ -34,14 +34,7 @@ pub fn patchify_latent<B: Backend>(
     latent: Tensor<B, 3>,
 ) -> Result<(Tensor<B, 2>, [usize; 2]), VisionError> {
     let [_, h, w] = latent.dims();
-    if h % LATENT_PATCH != 0 || w % LATENT_PATCH != 0 {
-        return Err(VisionError::NotDivisible {
-            what: "latent patchify",
-            height: h,
-            width: w,
-            patch: LATENT_PATCH,
-        });
-    }
+    VisionError::check_divisible("latent patchify", h, w, LATENT_PATCH)?;
     patchify(latent, LATENT_PATCH, ImageLayout::Chw)
 }
 
@@ -107,14 +100,7 @@ pub trait LatentCodec<B: Backend> {
     ) -> Result<(Tensor<B, 2>, [usize; 2]), VisionError> {
         let [c, h, w] = image.dims();
         let p = self.pixels_per_token();
-        if h % p != 0 || w % p != 0 {
-            return Err(VisionError::NotDivisible {
-                what: "encode_tokens",
-                height: h,
-                width: w,
-                patch: p,
-            });
-        }
+        VisionError::check_divisible("encode_tokens", h, w, p)?;
         let latent = self.encode(image.reshape([1, c, h, w]))?;
         let [_, z, lh, lw] = latent.dims();
         patchify_latent(latent.reshape([z, lh, lw]))

@@ -37,14 +37,7 @@ impl<B: Backend> LatentCodec<B> for PixelCodec {
         if c != 3 {
             return Err(VisionError::shape("PixelCodec image channels", 3, c));
         }
-        if h % F != 0 || w % F != 0 {
-            return Err(VisionError::NotDivisible {
-                what: "PixelCodec encode",
-                height: h,
-                width: w,
-                patch: F,
-            });
-        }
+        VisionError::check_divisible("PixelCodec encode", h, w, F)?;
         let (lh, lw) = (h / F, w / F);
         // [n, c, y, dy, x, dx] -> [n, dy, dx, c, y, x]
         let used = images

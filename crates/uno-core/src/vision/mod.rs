@@ -65,6 +65,24 @@ pub enum VisionError {
 }
 
 impl VisionError {
+    /// `Ok` when both sides are multiples of a non-zero `patch`, else [`Self::NotDivisible`].
+    pub(crate) fn check_divisible(
+        what: &'static str,
+        height: usize,
+        width: usize,
+        patch: usize,
+    ) -> Result<(), Self> {
+        if patch == 0 || height % patch != 0 || width % patch != 0 {
+            return Err(Self::NotDivisible {
+                what,
+                height,
+                width,
+                patch,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn shape(
         what: &'static str,
         expected: impl core::fmt::Debug,

@@ -42,14 +42,7 @@ pub fn patchify<B: Backend>(
             (c, h, w)
         }
     };
-    if patch == 0 || h % patch != 0 || w % patch != 0 {
-        return Err(VisionError::NotDivisible {
-            what: "patchify",
-            height: h,
-            width: w,
-            patch,
-        });
-    }
+    VisionError::check_divisible("patchify", h, w, patch)?;
     let (rows, cols) = (h / patch, w / patch);
     let grid = match layout {
         // [c, rows, py, cols, px] -> [rows, cols, py, px, c]
