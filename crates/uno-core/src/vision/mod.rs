@@ -72,7 +72,7 @@ impl VisionError {
         width: usize,
         patch: usize,
     ) -> Result<(), Self> {
-        if patch == 0 || height % patch != 0 || width % patch != 0 {
+        if patch == 0 || !height.is_multiple_of(patch) || !width.is_multiple_of(patch) {
             return Err(Self::NotDivisible {
                 what,
                 height,
