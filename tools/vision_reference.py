@@ -179,6 +179,39 @@ def patchify(image, p):
     return image.reshape(-1, p * p * c)
 
 
+def siglip_forward(t, pre, cfg, x, ids, lens):
+    """SigLIP NaViT encoder on packed patch rows `x` (images of `lens` patches each, learned
+    position ids `ids`): pre-LN layers, attention confined to each image, post-layernorm.
+    Weights `t` are under BAGEL's names with prefix `pre` (`vit_model.vision_model.`)."""
+    d = cfg["hidden"]
+    x = linear(x, t[pre + "embeddings.patch_embedding.weight"], t[pre + "embeddings.patch_embedding.bias"])
+    x = x + t[pre + "embeddings.position_embedding.weight"][ids]
+    for i in range(cfg["layers"]):
+        lp = pre + f"encoder.layers.{i}."
+        g = lambda n: (t[lp + n + ".weight"], t[lp + n + ".bias"])  # noqa: E731
+        h = layer_norm(x, *g("layer_norm1"), cfg["eps"])
+        q, k, v = (linear(h, *g(f"self_attn.{n}")) for n in ["q_proj", "k_proj", "v_proj"])
+        hd = d // cfg["heads"]
+        out = np.zeros_like(h)
+        start = 0
+        for n in lens:  # attention confined to each image
+            sl = slice(start, start + n)
+            for head in range(cfg["heads"]):
+                hs = slice(head * hd, (head + 1) * hd)
+                s = q[sl, hs] @ k[sl, hs].T / math.sqrt(hd)
+                out[sl, hs] = softmax(s) @ v[sl, hs]
+            start += n
+        x = x + linear(out, *g("self_attn.out_proj"))
+        h = layer_norm(x, *g("layer_norm2"), cfg["eps"])
+        x = x + linear(gelu_tanh(linear(h, *g("mlp.fc1"))), *g("mlp.fc2"))
+    return layer_norm(x, t[pre + "post_layernorm.weight"], t[pre + "post_layernorm.bias"], cfg["eps"])
+
+
+def connector_forward(t, x):
+    """BAGEL's MLP connector: fc2(gelu_tanh(fc1(x)))."""
+    return linear(gelu_tanh(linear(x, t["connector.fc1.weight"], t["connector.fc1.bias"])), t["connector.fc2.weight"], t["connector.fc2.bias"])
+
+
 def vit_fixture():
     cfg = VIT
     d, p, c = cfg["hidden"], cfg["patch"], cfg["channels"]
@@ -222,37 +255,14 @@ def vit_fixture():
     x_in = np.concatenate(patches, axis=0)
     ids = np.array(ids, dtype=np.int64)
 
-    def vit(x):
-        x = linear(x, t[pre + "embeddings.patch_embedding.weight"], t[pre + "embeddings.patch_embedding.bias"])
-        x = x + t[pre + "embeddings.position_embedding.weight"][ids]
-        for i in range(cfg["layers"]):
-            lp = pre + f"encoder.layers.{i}."
-            g = lambda n: (t[lp + n + ".weight"], t[lp + n + ".bias"])  # noqa: E731
-            h = layer_norm(x, *g("layer_norm1"), cfg["eps"])
-            q, k, v = (linear(h, *g(f"self_attn.{n}")) for n in ["q_proj", "k_proj", "v_proj"])
-            hd = d // cfg["heads"]
-            out = np.zeros_like(h)
-            start = 0
-            for n in lens:  # attention confined to each image
-                sl = slice(start, start + n)
-                for head in range(cfg["heads"]):
-                    hs = slice(head * hd, (head + 1) * hd)
-                    s = q[sl, hs] @ k[sl, hs].T / math.sqrt(hd)
-                    out[sl, hs] = softmax(s) @ v[sl, hs]
-                start += n
-            x = x + linear(out, *g("self_attn.out_proj"))
-            h = layer_norm(x, *g("layer_norm2"), cfg["eps"])
-            x = x + linear(gelu_tanh(linear(h, *g("mlp.fc1"))), *g("mlp.fc2"))
-        return layer_norm(x, t[pre + "post_layernorm.weight"], t[pre + "post_layernorm.bias"], cfg["eps"])
-
-    vit_out = vit(x_in)
+    vit_out = siglip_forward(t, pre, cfg, x_in, ids, lens)
     t["connector.fc1.weight"] = randn(LLM_HIDDEN, d, scale=1 / math.sqrt(d))
     t["connector.fc1.bias"] = randn(LLM_HIDDEN, scale=0.1)
     t["connector.fc2.weight"] = randn(LLM_HIDDEN, LLM_HIDDEN, scale=1 / math.sqrt(LLM_HIDDEN))
     t["connector.fc2.bias"] = randn(LLM_HIDDEN, scale=0.1)
     table = get_2d_sincos_pos_embed(LLM_HIDDEN, cfg["side"])
     t["vit_pos_embed.pos_embed"] = table
-    conn = linear(gelu_tanh(linear(vit_out, t["connector.fc1.weight"], t["connector.fc1.bias"])), t["connector.fc2.weight"], t["connector.fc2.bias"])
+    conn = connector_forward(t, vit_out)
     t.update(
         {
             "input.image0": images[0],

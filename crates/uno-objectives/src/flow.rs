@@ -179,6 +179,21 @@ impl FlowNoise {
                 found: vec![rows, channels],
             });
         }
+        // The fields are public (a caller may bring its own draw): check they agree.
+        if self.noise.len() != n * channels {
+            return Err(ObjectiveError::Shape {
+                tensor: "flow.noise",
+                expected: format!("[N_vae * C] = [{}]", n * channels),
+                found: vec![self.noise.len()],
+            });
+        }
+        if let Some(&row) = self.noised_rows.iter().find(|&&r| r >= n) {
+            return Err(ObjectiveError::Shape {
+                tensor: "flow.noised_rows",
+                expected: format!("row indexes below N_vae = {n}"),
+                found: vec![row],
+            });
+        }
         let device = x0.device();
         let t =
             Tensor::<B, 1>::from_data(TensorData::new(self.token_timesteps.clone(), [n]), &device);

@@ -61,11 +61,33 @@ impl<B: Backend> Bagel<B> {
         codec: &impl LatentCodec<B>,
         objective: &UnoObjective,
     ) -> Result<UnoForward<B>, BagelError> {
-        let UnoBatch {
-            pack,
-            images,
-            noise_seed,
-        } = batch;
+        let slots: Vec<Option<usize>> = batch
+            .pack
+            .vae_timestep_slots
+            .iter()
+            .map(|s| s.noised_image())
+            .collect();
+        let noise = FlowNoise::sample(
+            &slots,
+            codec.token_dim(),
+            objective.timestep_shift,
+            batch.noise_seed,
+        )?;
+        self.uno_forward_with_noise(batch.pack, batch.images, &noise, codec, objective)
+    }
+
+    /// [`Self::uno_forward`] with the timesteps and noise given instead of drawn from a
+    /// seed: for comparing with another implementation on the same draw, or for a
+    /// caller's own noise schedule. `noise` has one row per VAE token of the pack (in
+    /// `pack.vae_indexes` order), `codec.token_dim()` channels.
+    pub fn uno_forward_with_noise(
+        &self,
+        pack: &PackedSequence,
+        images: &[Tensor<B, 3>],
+        noise: &FlowNoise,
+        codec: &impl LatentCodec<B>,
+        objective: &UnoObjective,
+    ) -> Result<UnoForward<B>, BagelError> {
         self.check_images(pack, images)?;
         let device = self.embed_tokens.device();
         let mut pieces = Vec::new();
@@ -100,17 +122,6 @@ impl<B: Backend> Bagel<B> {
             }
             // The codec is never trained: its latents are data.
             let x0 = Tensor::cat(latents, 0).detach();
-            let slots: Vec<Option<usize>> = pack
-                .vae_timestep_slots
-                .iter()
-                .map(|s| s.noised_image())
-                .collect();
-            let noise = FlowNoise::sample(
-                &slots,
-                codec.token_dim(),
-                objective.timestep_shift,
-                noise_seed,
-            )?;
             let noised = noise.apply(x0)?;
             flow_target = noised.velocity_target;
             pieces.push(self.generation.input(

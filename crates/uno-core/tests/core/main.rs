@@ -7,5 +7,6 @@ mod checkpoint;
 mod data;
 mod embed;
 mod fixture;
+mod parity;
 mod vae;
 mod vision;

@@ -208,6 +208,25 @@ fn clean_only_pack_has_no_target<B: Backend>() {
         matches!(&err, ObjectiveError::Shape { tensor: "flow.x0", found, .. } if found == &vec![3, 2]),
         "{err}"
     );
+    // A hand-made draw whose fields disagree is an error, not a panic.
+    let short = FlowNoise {
+        noise: vec![0.0; 5],
+        ..noise.clone()
+    };
+    let err = short.apply(t2::<B>(&x0, 2, 3)).unwrap_err();
+    assert!(
+        matches!(&err, ObjectiveError::Shape { tensor: "flow.noise", found, .. } if found == &vec![5]),
+        "{err}"
+    );
+    let stray = FlowNoise {
+        noised_rows: vec![2],
+        ..noise
+    };
+    let err = stray.apply(t2::<B>(&x0, 2, 3)).unwrap_err();
+    assert!(
+        matches!(&err, ObjectiveError::Shape { tensor: "flow.noised_rows", found, .. } if found == &vec![2]),
+        "{err}"
+    );
 }
 
 fn straight_line_ode_is_exact<B: Backend>() {
