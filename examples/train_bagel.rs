@@ -14,13 +14,15 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
-use uno_core::bagel::{Bagel, BagelConfig};
+use uno_core::bagel::{Bagel, BagelConfig, save_codec};
 use uno_core::burn::tensor::backend::AutodiffBackend;
 use uno_core::checkpoint::UnexpectedKeys;
 use uno_core::data::{Dataset, ManifestDataset, SyntheticConfig, SyntheticScenes, TextTokenizer};
 use uno_core::objectives::ConditionDropoutConfig;
-use uno_core::train::{Ablation, PackedBatches, UnoTrainee};
-use uno_core::trainer::{TrainConfig, Trainer};
+use uno_core::packing::PackingConfig;
+use uno_core::train::{Ablation, HeldOut, PackedBatches, UnoTrainee};
+use uno_core::trainer::{TrainConfig, TrainSummary, Trainer};
+use uno_core::vae::Codec;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -42,6 +44,10 @@ struct Args {
     /// A Hugging Face tokenizer.json for --data.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// A JSONL manifest of held-out data for the evaluation hook with --data (the
+    /// synthetic default evaluates on scenes it never trains on).
+    #[arg(long)]
+    eval_data: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     backend: BackendChoice,
     #[arg(long, value_enum, default_value_t = AblationChoice::Joint)]
@@ -82,6 +88,10 @@ impl From<AblationChoice> for Ablation {
 }
 
 const TINY: &str = include_str!("../configs/tiny.toml");
+/// Micro-batches in the held-out evaluation set.
+const EVAL_BATCHES: usize = 2;
+/// Mixed into the run's seed for the synthetic held-out scenes.
+const HELD_OUT_SEED: u64 = 0x5eed_0e7a;
 
 fn main() {
     let args = Args::parse();
@@ -138,7 +148,7 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
     })?
     .with_supervision(with_caption, with_metaqueries);
 
-    let (mut model_config, model) = match &args.model_dir {
+    let (mut model_config, model, codec) = match &args.model_dir {
         Some(dir) => load_model::<B>(dir, &device)?,
         None => {
             let c = BagelConfig::tiny(
@@ -146,7 +156,7 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
                 synthetic.special_tokens(),
             );
             let m = c.init::<B>(&device)?;
-            (c, m)
+            (c, m, Codec::pixel())
         }
     };
     model_config.loss.caption = config.loss.caption;
@@ -159,9 +169,6 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
         )
         .into());
     }
-    if model_config.pixels_per_latent_token != 4 {
-        return Err("this example trains with the identity PixelCodec (4 px per latent token); the FLUX VAE is not wired into training yet".into());
-    }
 
     if !args.resume && has_checkpoints(&config.output_dir) {
         return Err(format!(
@@ -173,47 +180,65 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
     std::fs::create_dir_all(&config.output_dir)?;
     // The output folder is a BAGEL folder: configs now, weights at the end.
     model_config.save_folder(&config.output_dir)?;
+    save_codec(&codec, &config.output_dir)?;
 
-    let trainee = UnoTrainee::new(model, model_config.objective()?);
+    let trainee = UnoTrainee::new(model, model_config.objective()?).with_codec(codec);
     let mut trainer = if args.resume {
         Trainer::resume_or_new(config.clone(), trainee, device.clone())?
     } else {
         Trainer::new(config.clone(), trainee, device.clone())?
     };
     let packing = model_config.packing();
-    let dropout = ConditionDropoutConfig::new();
     println!(
         "UNO post-training: ablation {ablation:?} (caption {caption_w}, visual {visual_w}), {} steps, output {}",
         config.iterations,
         config.output_dir.display()
     );
+    let batch_size = args.batch_size;
+    let side = config.model.resolution.max as usize;
     let summary = match (&args.data, &args.tokenizer) {
         (Some(manifest), Some(tokenizer)) => {
-            let side = config.model.resolution.max as usize;
-            let dataset = ManifestDataset::open(
-                manifest,
-                TextTokenizer::from_file(tokenizer)?,
-                vec![(side, side)],
-            )?
-            .with_metaqueries(with_metaqueries);
-            fit(
-                &mut trainer,
-                dataset,
-                args.batch_size,
-                packing,
-                dropout,
-                device,
-            )?
+            let tokenizer = TextTokenizer::from_file(tokenizer)?;
+            let open = |path: &Path| -> Result<ManifestDataset, BoxError> {
+                Ok(
+                    ManifestDataset::open(path, tokenizer.clone(), vec![(side, side)])?
+                        .with_metaqueries(with_metaqueries),
+                )
+            };
+            let held_out = match &args.eval_data {
+                Some(path) => Some(HeldOut::new(
+                    open(path)?,
+                    EVAL_BATCHES,
+                    batch_size,
+                    packing.clone(),
+                    device.clone(),
+                    config.seed,
+                )?),
+                None => None,
+            };
+            let data = batches(open(manifest)?, batch_size, &packing, &device);
+            fit(&mut trainer, data, held_out.as_ref())?
         }
         (Some(_), None) => return Err("--data needs --tokenizer (a tokenizer.json)".into()),
-        _ => fit(
-            &mut trainer,
-            synthetic,
-            args.batch_size,
-            packing,
-            dropout,
-            device,
-        )?,
+        _ => {
+            // Scenes the run never trains on: the same generator under another seed.
+            let unseen = SyntheticScenes::new(SyntheticConfig {
+                image_size: side,
+                seed: config.seed ^ HELD_OUT_SEED,
+                ..SyntheticConfig::default()
+            })?
+            .with_supervision(with_caption, with_metaqueries);
+            let held_out = HeldOut::new(
+                unseen,
+                EVAL_BATCHES,
+                batch_size,
+                packing.clone(),
+                device.clone(),
+                config.seed,
+            )?;
+            let data = batches(synthetic, batch_size, &packing, &device);
+            fit(&mut trainer, data, Some(&held_out))?
+        }
     };
     drop(summary); // the trainer printed it
     // The trained model as a folder `--model-dir` can load.
@@ -233,30 +258,48 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn fit<B: AutodiffBackend, D: Dataset>(
-    trainer: &mut Trainer<B, UnoTrainee<B>>,
+/// Micro-batches of `dataset` with BAGEL's condition dropout.
+fn batches<B: AutodiffBackend, D: Dataset>(
     dataset: D,
     batch_size: usize,
-    packing: uno_core::packing::PackingConfig,
-    dropout: ConditionDropoutConfig,
-    device: B::Device,
-) -> Result<uno_core::trainer::TrainSummary, BoxError> {
-    let mut data = PackedBatches {
+    packing: &PackingConfig,
+    device: &B::Device,
+) -> PackedBatches<D, B> {
+    PackedBatches {
         dataset,
         batch_size,
-        packing,
-        dropout,
-        device,
-    };
-    Ok(trainer.fit(&mut data, None)?)
+        packing: packing.clone(),
+        dropout: ConditionDropoutConfig::new(),
+        device: device.clone(),
+    }
 }
 
+/// Train; every `metrics.eval_every` steps evaluate the model and its EMA on `held_out`
+/// (`eval_*` and `ema_eval_*` lines in metrics.jsonl).
+fn fit<B: AutodiffBackend, D: Dataset>(
+    trainer: &mut Trainer<B, UnoTrainee<B>>,
+    mut data: PackedBatches<D, B>,
+    held_out: Option<&HeldOut<B>>,
+) -> Result<TrainSummary, BoxError> {
+    let Some(held_out) = held_out else {
+        return Ok(trainer.fit(&mut data, None)?);
+    };
+    let mut hook = |_step: u64, model: &UnoTrainee<B>, ema: &UnoTrainee<B>| {
+        let mut values = held_out.evaluate(model, "eval_")?;
+        values.extend(held_out.evaluate(ema, "ema_eval_")?);
+        Ok(values)
+    };
+    Ok(trainer.fit(&mut data, Some(&mut hook))?)
+}
+
+/// A BAGEL folder's configuration, weights and codec (FLUX `ae.safetensors` for a release).
 fn load_model<B: AutodiffBackend>(
     dir: &Path,
     device: &B::Device,
-) -> Result<(BagelConfig, Bagel<B>), BoxError> {
+) -> Result<(BagelConfig, Bagel<B>, Codec<B>), BoxError> {
     let (config, model, _) = Bagel::load_folder(dir, device, UnexpectedKeys::Warn)?;
-    Ok((config, model))
+    let codec = config.load_codec(dir, device)?;
+    Ok((config, model, codec))
 }
 
 fn has_checkpoints(dir: &Path) -> bool {

@@ -180,3 +180,103 @@ fn resume_reproduces_a_straight_run() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// A folder whose configuration names a FLUX autoencoder trains with it: the codec loads
+/// from the folder's `ae.safetensors`, the trainee's flow loss is computed on its latents
+/// (not the PixelCodec's), it stays frozen through training while the generation expert
+/// moves, and a folder without the file is a named error.
+#[test]
+fn trains_with_the_flux_codec_of_a_folder() {
+    use uno_core::bagel::{AE_FILE, save_codec};
+    use uno_core::burn::module::Module;
+    use uno_core::trainer::{DataSource, StepContext, TrainRng, TrainStep};
+    use uno_core::vae::{Codec, FluxAeConfig, PixelCodec};
+
+    let dir = run_dir("flux");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (data, mut model_config, model) = setup(4);
+    // ch_mult [1, 2]: downsample 2, z 16, so 4-px tokens of width 64 like the tiny model's.
+    model_config.vae = Some(FluxAeConfig::tiny());
+    model_config.validate().unwrap();
+    let device = Default::default();
+    let ae = FluxAeConfig::tiny().init::<B>(&device).unwrap();
+    model_config.save_folder(&dir).unwrap();
+    model
+        .save_safetensors(&dir.join("ema.safetensors"), SaveDtype::F32)
+        .unwrap();
+    save_codec(&Codec::flux(ae), &dir).unwrap();
+
+    let (loaded_config, model, _) =
+        Bagel::<B>::load_folder(&dir, &device, UnexpectedKeys::Error).unwrap();
+    assert_eq!(loaded_config.vae, Some(FluxAeConfig::tiny()));
+    let codec = loaded_config.load_codec::<B>(&dir, &device).unwrap();
+    let ae_before = uno_testing::to_vec(codec.flux.as_ref().unwrap().encoder.conv_in.weight.val());
+    let objective = loaded_config.objective().unwrap();
+    let trainee = UnoTrainee::new(model, objective.clone()).with_codec(codec);
+    assert!(trainee.codec.num_params() > 0);
+
+    let batch = batches(data.clone(), &loaded_config)
+        .batch(0, &mut TrainRng::new(0))
+        .unwrap();
+    let ctx = StepContext {
+        step: 0,
+        micro_batch: 0,
+        data_position: 0,
+        seed: 11,
+    };
+    let step = trainee.forward_step(batch.clone(), &ctx).unwrap();
+    let trainee_flow = uno_testing::to_vec(step.components[0].1.clone())[0];
+    let ae = trainee.codec.flux.as_ref().unwrap();
+    let direct = flow_loss(&trainee.model, &batch, ae, &objective);
+    let pixel = flow_loss(&trainee.model, &batch, &PixelCodec, &objective);
+    assert_eq!(trainee_flow, direct);
+    assert!(
+        (trainee_flow - pixel).abs() > 1e-3,
+        "FLUX and PixelCodec latents gave the same flow loss {pixel}"
+    );
+
+    let gen_before = weights(&trainee.model);
+    let mut trainer = Trainer::new(config(&dir, 3, &[]), trainee, device).unwrap();
+    let summary = trainer
+        .fit(&mut batches(data, &loaded_config), None)
+        .unwrap();
+    assert_eq!((summary.end_step, summary.skipped), (3, 0));
+    let trained = trainer.model();
+    assert_eq!(
+        uno_testing::to_vec(
+            trained
+                .codec
+                .flux
+                .as_ref()
+                .unwrap()
+                .encoder
+                .conv_in
+                .weight
+                .val()
+        ),
+        ae_before,
+        "the codec must stay frozen"
+    );
+    assert_ne!(weights(&trained.model), gen_before);
+
+    std::fs::remove_file(dir.join(AE_FILE)).unwrap();
+    let err = loaded_config.load_codec::<B>(&dir, &device).unwrap_err();
+    assert!(err.to_string().contains(AE_FILE), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The flow loss of `batch` (noise seed 11) with `codec`'s latents.
+fn flow_loss(
+    model: &Bagel<B>,
+    batch: &uno_core::train::TrainBatch<B>,
+    codec: &impl uno_core::vae::LatentCodec<B>,
+    objective: &uno_core::bagel::UnoObjective,
+) -> f32 {
+    let batch = uno_core::bagel::UnoBatch {
+        pack: &batch.pack,
+        images: &batch.images,
+        noise_seed: 11,
+    };
+    let out = model.uno_forward(batch, codec, objective).unwrap();
+    uno_testing::to_vec(out.loss.flow)[0]
+}

@@ -16,6 +16,7 @@ pub mod bagel;
 pub mod checkpoint;
 pub mod data;
 pub mod embed;
+pub mod generate;
 pub mod train;
 pub mod vae;
 pub mod vision;

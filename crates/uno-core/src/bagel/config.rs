@@ -7,6 +7,7 @@ use super::BagelError;
 use crate::mot::MotConfig;
 use crate::objectives::UnoLossConfig;
 use crate::packing::{PackingConfig, SpecialTokens};
+use crate::vae::FluxAeConfig;
 use crate::vision::SiglipVisionConfig;
 
 /// Everything needed to build a [`super::Bagel`] and pack data for it.
@@ -28,6 +29,11 @@ pub struct BagelConfig {
     pub special_tokens: SpecialTokens,
     /// Loss weights (caption 0.1, visual 0.2).
     pub loss: UnoLossConfig,
+    /// The codec: the FLUX autoencoder (weights in the folder's `ae.safetensors`), or
+    /// `None` for the identity [`crate::vae::PixelCodec`] of toy runs. Absent from
+    /// `uno_config.json` written before this field existed: `None`.
+    #[serde(default)]
+    pub vae: Option<FluxAeConfig>,
 }
 
 impl BagelConfig {
@@ -43,6 +49,7 @@ impl BagelConfig {
             timestep_shift: 4.0,
             special_tokens: SpecialTokens::default(),
             loss: UnoLossConfig::new(),
+            vae: Some(FluxAeConfig::flux()),
         }
     }
 
@@ -68,6 +75,7 @@ impl BagelConfig {
             timestep_shift: 4.0,
             special_tokens,
             loss: UnoLossConfig::new(),
+            vae: None,
         }
     }
 
@@ -100,6 +108,24 @@ impl BagelConfig {
             return Err(BagelError::Config(
                 "latent_token_dim and pixels_per_latent_token must be positive".into(),
             ));
+        }
+        if let Some(ae) = &self.vae {
+            ae.validate()?;
+            let (px, dim) = (2 * ae.downsample(), 4 * ae.z_channels);
+            if (px, dim) != (self.pixels_per_latent_token, self.latent_token_dim) {
+                return Err(BagelError::Config(format!(
+                    "the FLUX autoencoder (downsample {}, z {}) makes {px}-px tokens of width {dim}, but pixels_per_latent_token = {} and latent_token_dim = {}",
+                    ae.downsample(),
+                    ae.z_channels,
+                    self.pixels_per_latent_token,
+                    self.latent_token_dim
+                )));
+            }
+        } else if (self.pixels_per_latent_token, self.latent_token_dim) != (4, 64) {
+            return Err(BagelError::Config(format!(
+                "without a FLUX autoencoder (vae = null) the codec is the PixelCodec (4-px tokens of width 64), but pixels_per_latent_token = {} and latent_token_dim = {}",
+                self.pixels_per_latent_token, self.latent_token_dim
+            )));
         }
         if !(self.timestep_shift.is_finite() && self.timestep_shift > 0.0) {
             return Err(BagelError::Config(format!(

@@ -90,30 +90,9 @@ impl<B: Backend> Bagel<B> {
     ) -> Result<UnoForward<B>, BagelError> {
         self.check_images(pack, images)?;
         let device = self.embed_tokens.device();
-        let mut pieces = Vec::new();
-        let mut order: Vec<usize> = Vec::with_capacity(pack.len);
-
-        if !pack.text_ids.is_empty() {
-            let ids: Vec<usize> = pack.text_ids.iter().map(|&i| i as usize).collect();
-            let ids = index_tensor::<B>(&ids, &device);
-            pieces.push(self.embed_tokens.val().select(0, ids));
-            order.extend(&pack.text_indexes);
-        }
-
-        let vit_images = images_of(pack, images, |k| k == ImageKind::Vit);
-        if !vit_images.is_empty() {
-            let (features, _) = self.vit_model.forward_images(&vit_images)?;
-            let tokens = crate::vision::vit_tokens_to_llm(
-                &self.connector,
-                &self.vit_pos_embed,
-                features,
-                &pack.vit_position_ids,
-            )?;
-            pieces.push(tokens);
-            order.extend(&pack.vit_indexes);
-        }
 
         let mut flow_target = None;
+        let mut vae_rows = None;
         let vae_images = images_of(pack, images, |k| k != ImageKind::Vit);
         if !vae_images.is_empty() {
             let mut latents = Vec::with_capacity(vae_images.len());
@@ -124,32 +103,10 @@ impl<B: Backend> Bagel<B> {
             let x0 = Tensor::cat(latents, 0).detach();
             let noised = noise.apply(x0)?;
             flow_target = noised.velocity_target;
-            pieces.push(self.generation.input(
-                noised.x_t,
-                noised.token_timesteps,
-                &pack.latent_position_ids,
-            )?);
-            order.extend(&pack.vae_indexes);
+            vae_rows = Some((noised.x_t, noised.token_timesteps));
         }
-
-        for group in &pack.metaquery_groups {
-            if group.tokens.len() != self.num_metaqueries() {
-                return Err(BagelError::Config(format!(
-                    "the pack has {} metaqueries per image but the model has {}: pack with BagelConfig::packing()",
-                    group.tokens.len(),
-                    self.num_metaqueries()
-                )));
-            }
-            pieces.push(self.metaqueries.val());
-            order.extend(&pack.metaquery_indexes[group.tokens.clone()]);
-        }
-
-        // One gather puts every group's rows in sequence order.
-        let mut inverse = vec![0; pack.len];
-        for (row, &position) in order.iter().enumerate() {
-            inverse[position] = row;
-        }
-        let hidden = Tensor::cat(pieces, 0).select(0, index_tensor::<B>(&inverse, &device));
+        let vit_images = images_of(pack, images, |k| k == ImageKind::Vit);
+        let hidden = self.embed_sequence(pack, &vit_images, vae_rows)?;
 
         let routing =
             Routing::from_indices(&pack.und_indexes, &pack.gen_indexes, pack.len, &device)?;
@@ -187,6 +144,81 @@ impl<B: Backend> Bagel<B> {
         }
         let loss = objective.loss.forward(inputs)?;
         Ok(UnoForward { loss, hidden })
+    }
+
+    /// The decoder's input rows `[pack.len, hidden]` in sequence order: token embeddings
+    /// of the text, ViT + connector (+ position table) rows of `vit_images` (one per ViT
+    /// image of the pack, in order, already in `[-1, 1]`), generation-input rows of the
+    /// VAE tokens (`vae`: their `x_t` `[N_vae, token_dim]` and timesteps `[N_vae]`, in
+    /// `pack.vae_indexes` order) and the metaqueries.
+    pub fn embed_sequence(
+        &self,
+        pack: &PackedSequence,
+        vit_images: &[Tensor<B, 3>],
+        vae: Option<(Tensor<B, 2>, Tensor<B, 1>)>,
+    ) -> Result<Tensor<B, 2>, BagelError> {
+        let device = self.embed_tokens.device();
+        let mut pieces = Vec::new();
+        let mut order: Vec<usize> = Vec::with_capacity(pack.len);
+
+        if !pack.text_ids.is_empty() {
+            let ids: Vec<usize> = pack.text_ids.iter().map(|&i| i as usize).collect();
+            let ids = index_tensor::<B>(&ids, &device);
+            pieces.push(self.embed_tokens.val().select(0, ids));
+            order.extend(&pack.text_indexes);
+        }
+
+        if !vit_images.is_empty() {
+            let (features, _) = self.vit_model.forward_images(vit_images)?;
+            let tokens = crate::vision::vit_tokens_to_llm(
+                &self.connector,
+                &self.vit_pos_embed,
+                features,
+                &pack.vit_position_ids,
+            )?;
+            pieces.push(tokens);
+            order.extend(&pack.vit_indexes);
+        }
+
+        match vae {
+            Some((x_t, t)) => {
+                pieces.push(self.generation.input(x_t, t, &pack.latent_position_ids)?);
+                order.extend(&pack.vae_indexes);
+            }
+            None if !pack.vae_indexes.is_empty() => {
+                return Err(BagelError::Config(format!(
+                    "the pack has {} VAE tokens but no latents were given for them",
+                    pack.vae_indexes.len()
+                )));
+            }
+            None => {}
+        }
+
+        for group in &pack.metaquery_groups {
+            if group.tokens.len() != self.num_metaqueries() {
+                return Err(BagelError::Config(format!(
+                    "the pack has {} metaqueries per image but the model has {}: pack with BagelConfig::packing()",
+                    group.tokens.len(),
+                    self.num_metaqueries()
+                )));
+            }
+            pieces.push(self.metaqueries.val());
+            order.extend(&pack.metaquery_indexes[group.tokens.clone()]);
+        }
+
+        if order.len() != pack.len {
+            return Err(BagelError::Config(format!(
+                "embedded {} rows for a pack of {} tokens (are the ViT images missing?)",
+                order.len(),
+                pack.len
+            )));
+        }
+        // One gather puts every group's rows in sequence order.
+        let mut inverse = vec![0; pack.len];
+        for (row, &position) in order.iter().enumerate() {
+            inverse[position] = row;
+        }
+        Ok(Tensor::cat(pieces, 0).select(0, index_tensor::<B>(&inverse, &device)))
     }
 
     /// Pooled, gradient-stopped ViT + connector features of each metaquery group's clean

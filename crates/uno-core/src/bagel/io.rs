@@ -12,6 +12,7 @@ use crate::checkpoint::{
     LoadReport, SaveDtype, UnexpectedKeys, WeightReader, WeightWriter, read_json_config,
 };
 use crate::mot::MotConfig;
+use crate::vae::Codec;
 use crate::vision::SiglipVisionConfig;
 
 /// The fixed sin-cos tables BAGEL saves with the weights: accepted, not loaded (the model
@@ -130,6 +131,42 @@ impl BagelConfig {
     }
 }
 
+/// The FLUX autoencoder's file in a BAGEL folder.
+pub const AE_FILE: &str = "ae.safetensors";
+
+impl BagelConfig {
+    /// The codec this configuration names ([`BagelConfig::vae`]): the FLUX autoencoder
+    /// read from `dir`'s [`AE_FILE`], or the [`crate::vae::PixelCodec`].
+    pub fn load_codec<B: Backend>(
+        &self,
+        dir: &Path,
+        device: &B::Device,
+    ) -> Result<Codec<B>, BagelError> {
+        let Some(ae) = &self.vae else {
+            return Ok(Codec::pixel());
+        };
+        let path = dir.join(AE_FILE);
+        if !path.is_file() {
+            return Err(BagelError::Config(format!(
+                "the model's configuration names a FLUX autoencoder, but {} does not exist (BAGEL releases ship it next to ema.safetensors)",
+                path.display()
+            )));
+        }
+        Ok(Codec::flux(load_flux_ae(&path, ae, device)?))
+    }
+}
+
+/// Write `codec`'s weights into `dir` ([`AE_FILE`], FLUX's key names, f32); nothing for the
+/// weightless [`crate::vae::PixelCodec`].
+pub fn save_codec<B: Backend>(codec: &Codec<B>, dir: &Path) -> Result<(), BagelError> {
+    if let Some(ae) = &codec.flux {
+        let mut writer = WeightWriter::new(SaveDtype::F32).with_metadata("format", "pt");
+        save_module::<B, _>(ae, &mut writer, torch_key)?;
+        writer.write(dir.join(AE_FILE))?;
+    }
+    Ok(())
+}
+
 /// Load a FLUX autoencoder (`ae.safetensors`, FLUX's own key names; BAGEL ships
 /// `FluxAeConfig::default()`'s).
 pub fn load_flux_ae<B: Backend>(
@@ -166,7 +203,7 @@ pub fn weights_file(dir: &Path) -> Result<PathBuf, BagelError> {
     let pick = |suffix: &str| -> Vec<&PathBuf> {
         names
             .iter()
-            .filter(|p| p.to_string_lossy().ends_with(suffix) && !p.ends_with("ae.safetensors"))
+            .filter(|p| p.to_string_lossy().ends_with(suffix) && !p.ends_with(AE_FILE))
             .collect()
     };
     for suffix in [".safetensors.index.json", ".safetensors"] {

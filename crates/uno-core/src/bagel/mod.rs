@@ -15,5 +15,5 @@ mod model;
 pub use config::BagelConfig;
 pub use error::BagelError;
 pub use forward::{UnoBatch, UnoForward, UnoObjective};
-pub use io::{METAQUERY_KEY, UNO_CONFIG, load_flux_ae, weights_file};
+pub use io::{AE_FILE, METAQUERY_KEY, UNO_CONFIG, load_flux_ae, save_codec, weights_file};
 pub use model::Bagel;

@@ -4,9 +4,11 @@
 //! [`Dataset`](crate::data::Dataset)).
 
 mod batches;
+mod eval;
 mod trainee;
 
 pub use batches::{PackedBatches, TrainBatch, item_images};
+pub use eval::HeldOut;
 pub use trainee::UnoTrainee;
 
 /// The paper's Table 7 loss ablations.

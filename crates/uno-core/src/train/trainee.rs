@@ -9,24 +9,37 @@ use super::TrainBatch;
 use crate::bagel::{Bagel, UnoBatch, UnoObjective};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
 use crate::trainer::{BoxError, StepContext, StepOutput, TrainStep};
-use crate::vae::PixelCodec;
+use crate::vae::Codec;
 
-/// The model being post-trained, with its objective. The codec is the identity
-/// [`PixelCodec`] (toy runs and tests); the FLUX VAE path is not wired into training yet.
+/// The model being post-trained, its (frozen) codec and its objective.
 #[derive(Module, Debug)]
 pub struct UnoTrainee<B: Backend> {
     pub model: Bagel<B>,
+    /// Encodes the batch's images into the latents the flow loss noises. Frozen, and not
+    /// part of the weight files ([`TrainStep::save_weights`] writes the model only).
+    pub codec: Codec<B>,
     #[module(skip)]
     pub objective: UnoObjective,
 }
 
 impl<B: Backend> UnoTrainee<B> {
     /// Wrap a model for UNO post-training, freezing what UNO keeps frozen
-    /// ([`Bagel::freeze_for_uno`]).
+    /// ([`Bagel::freeze_for_uno`]). The codec is the [`crate::vae::PixelCodec`]; a model
+    /// built for FLUX latents needs [`Self::with_codec`].
     pub fn new(model: Bagel<B>, objective: UnoObjective) -> Self {
         Self {
             model: model.freeze_for_uno(),
+            codec: Codec::pixel(),
             objective,
+        }
+    }
+
+    /// Use `codec` (e.g. [`crate::bagel::BagelConfig::load_codec`]'s FLUX autoencoder),
+    /// frozen.
+    pub fn with_codec(self, codec: Codec<B>) -> Self {
+        Self {
+            codec: codec.no_grad(),
+            ..self
         }
     }
 }
@@ -45,7 +58,7 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
                 images: &batch.images,
                 noise_seed: ctx.seed,
             },
-            &PixelCodec,
+            &self.codec,
             &self.objective,
         )?;
         let loss = out.loss;
@@ -70,9 +83,6 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
         let (model, _) = self
             .model
             .load_safetensors(&reader, UnexpectedKeys::Error)?;
-        Ok(Self {
-            model,
-            objective: self.objective,
-        })
+        Ok(Self { model, ..self })
     }
 }

@@ -7,8 +7,11 @@
 //! * [`PixelCodec`]: an identity "VAE" on small RGB images for tests and toy runs;
 //! * [`patchify_latent`] / [`unpatchify_latent`]: the 2x2 latent tokens.
 
+mod codec;
 mod flux;
 mod pixel;
+
+pub use codec::Codec;
 
 pub use flux::{
     AttnBlock, DownLevel, Downsample, FluxAeConfig, FluxAutoEncoder, FluxDecoder, FluxEncoder,

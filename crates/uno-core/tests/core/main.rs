@@ -7,6 +7,7 @@ mod checkpoint;
 mod data;
 mod embed;
 mod fixture;
+mod generate;
 mod parity;
 mod vae;
 mod vision;
