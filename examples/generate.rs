@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use uno_core::bagel::Bagel;
 use uno_core::burn::tensor::backend::Backend;
 use uno_core::checkpoint::UnexpectedKeys;
@@ -22,6 +22,10 @@ use uno_core::generate::{
     CaptionConfig, Generator, Guidance, ImageRequest, SamplerConfig, grid, save_png,
 };
 use uno_core::packing::ImageSize;
+
+#[path = "shared/backend.rs"]
+mod backend;
+use backend::BackendChoice;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,14 +65,6 @@ struct Args {
     backend: BackendChoice,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum BackendChoice {
-    Flex,
-    Ndarray,
-    Wgpu,
-    Cuda,
-}
-
 fn main() {
     let args = Args::parse();
     let result = match args.backend {
@@ -80,11 +76,7 @@ fn main() {
         #[cfg(feature = "cuda")]
         BackendChoice::Cuda => run::<uno_core::backend::Cuda>(args),
         #[allow(unreachable_patterns)]
-        other => Err(format!(
-            "backend {other:?} is not compiled in: rebuild with `--features {}`",
-            format!("{other:?}").to_lowercase()
-        )
-        .into()),
+        other => Err(other.not_compiled()),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

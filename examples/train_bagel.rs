@@ -24,6 +24,10 @@ use uno_core::train::{Ablation, HeldOut, PackedBatches, UnoTrainee};
 use uno_core::trainer::{TrainConfig, TrainSummary, Trainer};
 use uno_core::vae::Codec;
 
+#[path = "shared/backend.rs"]
+mod backend;
+use backend::BackendChoice;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Parser, Debug)]
@@ -58,14 +62,6 @@ struct Args {
     /// Continue from the latest checkpoint in the output folder.
     #[arg(long)]
     resume: bool,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum BackendChoice {
-    Flex,
-    Ndarray,
-    Wgpu,
-    Cuda,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -113,11 +109,7 @@ fn run(args: Args) -> Result<(), BoxError> {
         #[cfg(feature = "cuda")]
         BackendChoice::Cuda => train::<uno_core::backend::Autodiff<uno_core::backend::Cuda>>(args),
         #[allow(unreachable_patterns)]
-        other => Err(format!(
-            "backend {other:?} is not compiled in: rebuild with `--features {}`",
-            format!("{other:?}").to_lowercase()
-        )
-        .into()),
+        other => Err(other.not_compiled()),
     }
 }
 

@@ -145,17 +145,9 @@ fn cfg_formula_matches_hand_values<B: Backend>() {
 /// Renorm bounds over random velocities: under global renorm `min |v'| <= |out| <= |v|`
 /// whenever guidance amplifies, and per token under channel renorm.
 fn renorm_bounds_hold<B: Backend>() {
-    let mut seed = 7u64;
-    let mut rand = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    };
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
     let norm = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>().sqrt();
     for case in 0..50 {
         let (n, c) = (3, 4);
