@@ -236,7 +236,12 @@ fn trains_with_the_flux_codec_of_a_folder() {
     );
 
     let gen_before = weights(&trainee.model);
-    let mut trainer = Trainer::new(config(&dir, 3, &[]), trainee, device).unwrap();
+    let mut trainer = Trainer::new(
+        config(&dir, 3, &["schedule.warmup_steps=1"]),
+        trainee,
+        device,
+    )
+    .unwrap();
     let summary = trainer
         .fit(&mut batches(data, &loaded_config), None)
         .unwrap();
