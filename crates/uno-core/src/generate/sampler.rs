@@ -1,7 +1,7 @@
 //! Text-to-image and editing with BAGEL's flow sampler: the context is prefilled once into
 //! a KV cache per guidance branch, and each Euler step queries only the image tokens.
 
-use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
@@ -124,13 +124,13 @@ impl<B: Backend, C: LatentCodec<B>> Generator<'_, B, C> {
             &self.model.embed_tokens.device(),
         );
         x = euler(x, timesteps, |x, t| {
-            let v = conditional.velocity(self, x.clone(), t)?;
+            let v = conditional.velocity(self.model, x.clone(), t)?;
             let v_text = match &text_free {
-                Some(b) if guidance.text_active(t) => Some(b.velocity(self, x.clone(), t)?),
+                Some(b) if guidance.text_active(t) => Some(b.velocity(self.model, x.clone(), t)?),
                 _ => None,
             };
             let v_image = match &image_free {
-                Some(b) if guidance.image_active(t) => Some(b.velocity(self, x, t)?),
+                Some(b) if guidance.image_active(t) => Some(b.velocity(self.model, x, t)?),
                 _ => None,
             };
             Ok::<_, GenerateError>(guidance.combine(v, v_text, v_image))
@@ -215,16 +215,35 @@ fn initial_noise<B: Backend>(
 }
 
 /// One guidance branch: a one-sample pack whose last split is the noised target image.
-/// The context (everything before it) is embedded once, and prefilled when caching.
+/// Everything that does not depend on `(x_t, t)` is built once here: the context (prefilled
+/// when caching), the marker rows, routings, positions and masks, so a step uploads nothing
+/// but its timestep.
 struct Branch<B: Backend> {
-    pack: PackedSequence,
-    /// Tokens before the noised split.
-    context_len: usize,
-    /// Context rows `[context_len, hidden]` (`None` for an empty context).
-    context: Option<Tensor<B, 2>>,
-    cache: Option<KvCache<B>>,
-    /// The full sample mask `[L, L]`, `true` = masked.
-    mask: Tensor<B, 2, Bool>,
+    /// `<|vision_start|>` and `<|vision_end|>` rows `[2, hidden]`.
+    markers: Tensor<B, 2>,
+    /// Latent position ids of the image tokens.
+    latent_ids: Vec<usize>,
+    step: StepInputs<B>,
+}
+
+/// What the decoder needs per step besides the query rows.
+enum StepInputs<B: Backend> {
+    /// Query the image split `[n]` against the prefilled context.
+    Cached {
+        cache: KvCache<B>,
+        routing: Routing<B>,
+        positions: Tensor<B, 1, Int>,
+        /// Rows of the sample mask for the query, `[n, L]`.
+        mask: Tensor<B, 2, Bool>,
+    },
+    /// Run context + query `[L]` again.
+    Full {
+        /// Context rows `[L - n, hidden]` (`None` for an empty context).
+        context: Option<Tensor<B, 2>>,
+        routing: Routing<B>,
+        positions: Tensor<B, 1, Int>,
+        mask: SampleMask<B>,
+    },
 }
 
 impl<B: Backend> Branch<B> {
@@ -242,9 +261,9 @@ impl<B: Backend> Branch<B> {
             .iter()
             .find(|s| s.kind == SplitKind::NoisedImage)
             .expect("every branch sample ends with its noised target");
-        let context_len = noised.start;
+        let (c, len) = (noised.start, pack.len);
         // ViT images get [-1, 1]; clean VAE tokens their latents at t = 0; the query's
-        // latent rows are placeholders (dropped with the query rows).
+        // latent rows are placeholders (only its marker rows are kept).
         let vit_images: Vec<Tensor<B, 3>> = if pack.vit_indexes.is_empty() {
             Vec::new()
         } else {
@@ -256,9 +275,9 @@ impl<B: Backend> Branch<B> {
             let image = source.expect("only edits have clean VAE splits").clone();
             clean_rows.push(generator.codec.encode_tokens(image)?.0);
         }
-        let query_tokens = pack.noised_indexes.len();
+        let tokens = pack.noised_indexes.len();
         clean_rows.push(Tensor::zeros(
-            [query_tokens, generator.codec.token_dim()],
+            [tokens, generator.codec.token_dim()],
             &device,
         ));
         let rows = Tensor::cat(clean_rows, 0);
@@ -266,104 +285,114 @@ impl<B: Backend> Branch<B> {
         let hidden = model
             .embed_sequence(&pack, &vit_images, Some((rows, t)))
             .map_err(GenerateError::Model)?;
-        let context = (context_len > 0).then(|| hidden.narrow(0, 0, context_len));
-        let len = pack.len;
+        let markers = hidden
+            .clone()
+            .select(0, index_tensor::<B>(&[c, len - 1], &device));
+        let context = (c > 0).then(|| hidden.narrow(0, 0, c));
         let mask = pack.samples[0]
             .mask
             .to_tensor::<B>(&device)
             .reshape([len, len]);
-        let cache = match (kv_cache, &context) {
-            (false, _) => None,
-            (true, None) => Some(KvCache::new()),
-            (true, Some(context)) => {
-                let c = context_len;
-                let (und, gen_) = split_routing(&pack, 0..c);
-                let routing = Routing::from_indices(&und, &gen_, c, &device)?;
-                let positions = index_tensor::<B>(&pack.position_ids[..c], &device);
-                let prefix = mask.clone().slice([0..c, 0..c]);
-                let (_, cache) =
+        let step = if kv_cache {
+            let cache = match context {
+                None => KvCache::new(),
+                Some(context) => {
+                    let (und, gen_) = split_routing(&pack, 0..c);
+                    let routing = Routing::from_indices(&und, &gen_, c, &device)?;
+                    let positions = index_tensor::<B>(&pack.position_ids[..c], &device);
+                    let prefix = mask.clone().slice([0..c, 0..c]);
                     model
                         .language_model
-                        .prefill(context.clone(), &routing, positions, prefix)?;
-                Some(cache)
+                        .prefill(context, &routing, positions, prefix)?
+                        .1
+                }
+            };
+            let (und, gen_) = split_routing(&pack, c..len);
+            StepInputs::Cached {
+                cache,
+                routing: Routing::from_indices(&und, &gen_, len - c, &device)?,
+                positions: index_tensor::<B>(&pack.position_ids[c..], &device),
+                mask: mask.slice([c..len, 0..len]),
+            }
+        } else {
+            let (und, gen_) = split_routing(&pack, 0..len);
+            StepInputs::Full {
+                context,
+                routing: Routing::from_indices(&und, &gen_, len, &device)?,
+                positions: index_tensor::<B>(&pack.position_ids, &device),
+                mask: SampleMask {
+                    start: 0,
+                    len,
+                    mask,
+                },
             }
         };
+        let latent_ids =
+            pack.latent_position_ids[pack.latent_position_ids.len() - tokens..].to_vec();
         Ok(Self {
-            pack,
-            context_len,
-            context,
-            cache,
-            mask,
+            markers,
+            latent_ids,
+            step,
         })
     }
 
     /// The conditional velocity of this branch at `(x_t, t)`, `[tokens, token_dim]`.
-    fn velocity<C: LatentCodec<B>>(
+    fn velocity(
         &self,
-        generator: &Generator<'_, B, C>,
+        model: &Bagel<B>,
         x_t: Tensor<B, 2>,
         t: f64,
     ) -> Result<Tensor<B, 2>, GenerateError> {
-        let model = generator.model;
-        let device = x_t.device();
-        let (c, len) = (self.context_len, self.pack.len);
-        let n = len - c;
-        let tokens = n - 2;
-        // <|vision_start|> latents <|vision_end|>
-        let markers = index_tensor::<B>(
-            &[
-                self.pack.text_ids[self.pack.text_ids.len() - 2] as usize,
-                self.pack.text_ids[self.pack.text_ids.len() - 1] as usize,
-            ],
-            &device,
-        );
-        let markers = model.embed_tokens.val().select(0, markers);
-        let latent_ids =
-            &self.pack.latent_position_ids[self.pack.latent_position_ids.len() - tokens..];
+        let tokens = self.latent_ids.len();
         let latents = model
             .generation
-            .input(x_t, Tensor::full([tokens], t, &device), latent_ids)
+            .input(
+                x_t.clone(),
+                Tensor::full([tokens], t, &x_t.device()),
+                &self.latent_ids,
+            )
             .map_err(|e| GenerateError::Model(e.into()))?;
+        // <|vision_start|> latents <|vision_end|>
         let query = Tensor::cat(
             vec![
-                markers.clone().narrow(0, 0, 1),
+                self.markers.clone().narrow(0, 0, 1),
                 latents,
-                markers.narrow(0, 1, 1),
+                self.markers.clone().narrow(0, 1, 1),
             ],
             0,
         );
-        let out = match &self.cache {
-            Some(cache) => {
-                let routing = Routing::from_indices(
-                    &[0, n - 1],
-                    &(1..n - 1).collect::<Vec<_>>(),
-                    n,
-                    &device,
-                )?;
-                let positions = index_tensor::<B>(&self.pack.position_ids[c..], &device);
-                let rows = self.mask.clone().slice([c..len, 0..len]);
+        let out = match &self.step {
+            StepInputs::Cached {
+                cache,
+                routing,
+                positions,
+                mask,
+            } => {
                 model
                     .language_model
-                    .forward_cached(query, &routing, positions, rows, cache)?
+                    .forward_cached(query, routing, positions.clone(), mask.clone(), cache)?
                     .0
             }
-            None => {
-                let (und, gen_) = split_routing(&self.pack, 0..len);
-                let routing = Routing::from_indices(&und, &gen_, len, &device)?;
-                let positions = index_tensor::<B>(&self.pack.position_ids, &device);
-                let hidden = match &self.context {
+            StepInputs::Full {
+                context,
+                routing,
+                positions,
+                mask,
+            } => {
+                let hidden = match context {
                     Some(context) => Tensor::cat(vec![context.clone(), query], 0),
                     None => query,
                 };
-                let sample = SampleMask {
-                    start: 0,
-                    len,
-                    mask: self.mask.clone(),
-                };
+                let [len, _] = hidden.dims();
                 model
                     .language_model
-                    .forward(hidden, &routing, positions, &[sample])?
-                    .narrow(0, c, n)
+                    .forward(
+                        hidden,
+                        routing,
+                        positions.clone(),
+                        std::slice::from_ref(mask),
+                    )?
+                    .narrow(0, len - tokens - 2, tokens + 2)
             }
         };
         Ok(model.generation.output(out.narrow(0, 1, tokens)))

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::{DType, FloatDType, IntDType, Tensor, backend::Backend, set_default_dtypes};
-use uno_core::bagel::{Bagel, BagelConfig};
+use uno_core::bagel::{Bagel, BagelConfig, UnoForward};
 use uno_core::checkpoint::{UnexpectedKeys, WeightReader};
 use uno_core::objectives::FlowNoise;
 use uno_core::packing::{ImageSize, PackedSequence, Sample, SpecialTokens};
@@ -131,36 +131,66 @@ fn noise(case: &Fixture, pack: &PackedSequence) -> FlowNoise {
     }
 }
 
-fn whole_model_matches_numpy_reference<B: Backend>() {
-    let device = Default::default();
+/// The parity case run through uno-rs: the script's checkpoint loaded strictly (every key
+/// it wrote is one the model uses, every key the model needs is there, the fixed sin-cos
+/// tables accepted), the pack built by uno-packing, the script's images and noise.
+struct Run<B: Backend> {
+    case: Fixture,
+    pack: PackedSequence,
+    model: Bagel<B>,
+    images: Vec<Tensor<B, 3>>,
+    out: UnoForward<B>,
+}
+
+fn run_case<B: Backend>(device: &B::Device) -> Run<B> {
     let case = Fixture::load("bagel_parity_case.safetensors");
     let config = config();
     let pack = pack(&config);
-    packing_matches_the_reference_layout(&case, &pack);
-
-    // The script's file loads strictly: every key it wrote is one the model uses, and
-    // every key the model needs is there (the fixed sin-cos tables are accepted).
     let reader = WeightReader::open(data_path("bagel_parity.safetensors")).unwrap();
-    let model: Bagel<B> = config.init(&device).unwrap();
+    let model: Bagel<B> = config.init(device).unwrap();
     let (model, report) = model
         .load_safetensors(&reader, UnexpectedKeys::Error)
         .unwrap();
     assert!(report.unexpected.is_empty(), "{report:?}");
-
     let images: Vec<Tensor<B, 3>> = (0..pack.images.len())
-        .map(|k| case.tensor::<B, 3>(&format!("input.image.{k}"), &device))
+        .map(|k| case.tensor::<B, 3>(&format!("input.image.{k}"), device))
         .collect();
-    let objective = config.objective().unwrap();
     let out = model
         .uno_forward_with_noise(
             &pack,
             &images,
             &noise(&case, &pack),
             &PixelCodec,
-            &objective,
+            &config.objective().unwrap(),
         )
         .unwrap();
+    Run {
+        case,
+        pack,
+        model,
+        images,
+        out,
+    }
+}
 
+/// `[total, flow, caption, visual]`, the order of `expected.losses`.
+fn losses<B: Backend>(out: &UnoForward<B>) -> Vec<f32> {
+    let loss = &out.loss;
+    [&loss.total, &loss.flow, &loss.caption, &loss.visual]
+        .into_iter()
+        .map(|t| to_vec(t.clone())[0])
+        .collect()
+}
+
+fn whole_model_matches_numpy_reference<B: Backend>() {
+    let Run {
+        case,
+        pack,
+        model,
+        images,
+        out,
+    } = run_case::<B>(&Default::default());
+    packing_matches_the_reference_layout(&case, &pack);
     assert_close(
         &to_vec(model.visual_targets(&pack, &images).unwrap()),
         &case.values("expected.visual_targets"),
@@ -168,26 +198,21 @@ fn whole_model_matches_numpy_reference<B: Backend>() {
         0.0,
     );
     assert_close(
-        &to_vec(out.hidden),
+        &to_vec(out.hidden.clone()),
         &case.values("expected.hidden"),
         1e-4,
         1e-4,
     );
-    let loss = &out.loss;
-    let got: Vec<f32> = [&loss.total, &loss.flow, &loss.caption, &loss.visual]
-        .into_iter()
-        .map(|t| to_vec(t.clone())[0])
-        .collect();
-    assert_close(&got, &case.values("expected.losses"), 1e-4, 0.0);
+    assert_close(&losses(&out), &case.values("expected.losses"), 1e-4, 0.0);
+    let counts = &out.loss.counts;
     assert_eq!(
         (
-            loss.counts.noised_tokens,
-            loss.counts.caption_tokens,
-            loss.counts.metaqueries,
+            counts.noised_tokens,
+            counts.caption_tokens,
+            counts.metaqueries
         ),
         (15, 7, 8),
-        "{:?}",
-        loss.counts
+        "{counts:?}"
     );
 }
 
@@ -216,33 +241,9 @@ fn bf16_forward_is_close_to_f32_reference<B: Backend>(test: &str) {
     }
     let device = Default::default();
     set_default_dtypes::<B>(&device, FloatDType::BF16, IntDType::I32).unwrap();
-    let case = Fixture::load("bagel_parity_case.safetensors");
-    let config = config();
-    let pack = pack(&config);
-    let reader = WeightReader::open(data_path("bagel_parity.safetensors")).unwrap();
-    let model: Bagel<B> = config.init(&device).unwrap();
-    let (model, _) = model
-        .load_safetensors(&reader, UnexpectedKeys::Error)
-        .unwrap();
-    let images: Vec<Tensor<B, 3>> = (0..pack.images.len())
-        .map(|k| case.tensor::<B, 3>(&format!("input.image.{k}"), &device))
-        .collect();
-    let out = model
-        .uno_forward_with_noise(
-            &pack,
-            &images,
-            &noise(&case, &pack),
-            &PixelCodec,
-            &config.objective().unwrap(),
-        )
-        .unwrap();
+    let Run { case, out, .. } = run_case::<B>(&device);
     assert_eq!(out.hidden.dtype(), DType::BF16);
-    let loss = &out.loss;
-    let got: Vec<f32> = [&loss.total, &loss.flow, &loss.caption, &loss.visual]
-        .into_iter()
-        .map(|t| to_vec(t.clone())[0])
-        .collect();
-    assert_close(&got, &case.values("expected.losses"), 0.0, 1e-2);
+    assert_close(&losses(&out), &case.values("expected.losses"), 0.0, 1e-2);
     let hidden = to_vec(out.hidden);
     let expected = case.values("expected.hidden");
     assert_close(&hidden, &expected, 0.1, 0.0);
