@@ -9,8 +9,8 @@ use uno_core::bagel::{Bagel, BagelConfig};
 use uno_core::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
 use uno_core::data::{SyntheticConfig, SyntheticScenes};
 use uno_core::objectives::ConditionDropoutConfig;
-use uno_core::train::{PackedBatches, UnoTrainee};
-use uno_core::trainer::{TrainConfig, Trainer};
+use uno_core::train::{PackedBatches, RunConfig, UnoTrainee};
+use uno_core::trainer::{ScheduleKind, TrainConfig, Trainer};
 
 type B = Autodiff<Flex>;
 
@@ -20,18 +20,15 @@ fn run_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The embedded tiny run's trainer settings, writing into `dir`.
 fn config(dir: &Path, iterations: u64, overrides: &[&str]) -> TrainConfig {
-    let text = include_str!("../configs/tiny.toml");
     let mut all = vec![
         format!("iterations={iterations}"),
         format!("output_dir=\"{}\"", dir.display()),
         "metrics.progress=false".to_string(),
     ];
     all.extend(overrides.iter().map(|s| s.to_string()));
-    TrainConfig::from_toml_str(text, "tiny.toml")
-        .unwrap()
-        .with_overrides(&all)
-        .unwrap()
+    RunConfig::tiny().with_overrides(&all).unwrap().trainer
 }
 
 fn setup(seed: u64) -> (SyntheticScenes, BagelConfig, Bagel<B>) {
@@ -284,4 +281,88 @@ fn flow_loss(
     };
     let out = model.uno_forward(batch, codec, objective).unwrap();
     uno_testing::to_vec(out.loss.flow)[0]
+}
+
+/// The paper's two runs (appendix A, Table 11) as `configs/` holds them.
+#[test]
+fn paper_configs_parse_to_the_paper_table() {
+    let generation =
+        RunConfig::from_toml_str(include_str!("../configs/paper.toml"), "paper.toml").unwrap();
+    generation.validate().unwrap();
+    let t = &generation.trainer;
+    assert_eq!(t.iterations, 5000);
+    assert_eq!((t.optimizer.lr, t.optimizer.weight_decay), (1e-4, 0.0));
+    assert_eq!((t.optimizer.beta1, t.optimizer.beta2), (0.9, 0.95));
+    assert_eq!((t.optimizer.grad_clip, t.ema.decay), (1.0, 0.9999));
+    assert_eq!(t.schedule.kind, ScheduleKind::Cosine);
+    assert_eq!(
+        (generation.loss.caption, generation.loss.visual),
+        (0.1, 0.2)
+    );
+    assert_eq!(generation.model.metaqueries, 256);
+    assert_eq!(generation.model.timestep_shift, 4.0);
+    let r = &generation.model.resolution;
+    assert_eq!((r.min, r.max), (512, 1024));
+    let editing =
+        RunConfig::from_toml_str(include_str!("../configs/paper_editing.toml"), "editing").unwrap();
+    assert_eq!(editing.trainer.schedule.kind, ScheduleKind::Constant);
+    assert_eq!(editing.trainer.optimizer.lr, 1e-4);
+    assert_eq!(
+        (editing.loss, editing.model),
+        (generation.loss, generation.model)
+    );
+}
+
+/// `train::run` end to end on the embedded tiny run: it leaves a BAGEL folder whose final
+/// weights are the last checkpoint's and which loads strictly, refuses to start a new run
+/// over it, and resumes it.
+#[test]
+fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
+    use uno_core::train::{ModelSource, RunError, RunSpec, TrainData, run};
+
+    let dir = run_dir("run");
+    let device = Default::default();
+    let spec = |iterations: u64, resume: bool| RunSpec {
+        config: RunConfig::tiny()
+            .with_overrides(&[
+                format!("iterations={iterations}"),
+                format!("output_dir=\"{}\"", dir.display()),
+                "metrics.progress=false".into(),
+                "metrics.eval_every=2".into(),
+                "checkpoint.every=2".into(),
+                "data.batch_size=2".into(),
+            ])
+            .unwrap(),
+        model: ModelSource::Tiny,
+        data: TrainData::Synthetic,
+        resume,
+    };
+    let report = run::<B>(spec(4, false), &device).unwrap();
+    assert_eq!((report.summary.end_step, report.summary.skipped), (4, 0));
+    assert_eq!(report.output_dir, dir);
+    let final_model = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let checkpoint = std::fs::read(dir.join("step-000004/model.safetensors")).unwrap();
+    assert!(
+        final_model == checkpoint,
+        "final weights differ from the last checkpoint"
+    );
+    let (config, _, _) = Bagel::<B>::load_folder(&dir, &device, UnexpectedKeys::Error).unwrap();
+    assert_eq!((config.loss.caption, config.loss.visual), (0.1, 0.2));
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.matches("\"ema_eval_total\"").count(),
+        2,
+        "{metrics}"
+    );
+
+    let err = run::<B>(spec(4, false), &device).unwrap_err();
+    assert!(matches!(err, RunError::ExistingRun { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        final_model
+    );
+
+    let resumed = run::<B>(spec(6, true), &device).unwrap();
+    assert_eq!(resumed.summary.end_step, 6);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

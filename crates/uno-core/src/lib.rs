@@ -7,21 +7,24 @@
 //! a user's `Cargo.toml` needs only `uno-core`:
 //!
 //! * [`packing`]: samples to one packed sequence, positions, loss indexes, block masks;
+//! * [`data`]: data sets (synthetic shapes, JSONL manifests) and tokenizers;
+//! * [`checkpoint`]: memory-mapped safetensors reading and atomic writing;
 //! * [`mot`]: the mixture-of-transformers decoder;
 //! * [`objectives`]: flow matching, caption cross entropy, metaquery regression;
 //! * [`trainer`]: the post-training loop;
 //! * [`backend`]: the Burn backends enabled by this crate's features.
 
 pub mod bagel;
-pub mod checkpoint;
-pub mod data;
 pub mod embed;
 pub mod generate;
+pub mod patch;
 pub mod train;
 pub mod vae;
 pub mod vision;
 
 pub use burn;
+pub use uno_checkpoint as checkpoint;
+pub use uno_data as data;
 pub use uno_mot as mot;
 pub use uno_objectives as objectives;
 pub use uno_packing as packing;

@@ -138,4 +138,12 @@ pub enum MotError {
         /// Number of layers in the cache.
         got: usize,
     },
+    /// The cached context plus the new tokens do not fit the cache.
+    #[error("kv cache has room for {capacity} tokens, {needed} are needed (allocate a larger one)")]
+    CacheFull {
+        /// Tokens the cache was allocated for.
+        capacity: usize,
+        /// Cached tokens plus the new ones.
+        needed: usize,
+    },
 }

@@ -35,5 +35,5 @@ pub use attention::SampleMask;
 pub use config::MotConfig;
 pub use error::MotError;
 pub use layers::{ExpertLayer, Mlp, SelfAttnProj};
-pub use model::{KvCache, MotLayer, MotModel};
+pub use model::{CacheWrite, KvCache, MotLayer, MotModel};
 pub use routing::Routing;

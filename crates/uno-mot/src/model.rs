@@ -89,29 +89,30 @@ pub struct MotModel<B: Backend> {
 
 /// Keys and values of a prefilled context, per layer, for incremental inference.
 ///
-/// K is stored after k-norm and RoPE, V as projected; both `[len, kv_heads * head_dim]`.
+/// Preallocated for `capacity` tokens and written in place (`slice_assign` on tensors the
+/// cache alone holds), so decoding one token at a time costs the new rows, not a copy of
+/// the whole cache per token, and a query that is not kept ([`CacheWrite::Discard`], the
+/// image tokens at every sampler step) reuses the room after the context. K is stored after
+/// k-norm and RoPE, V as projected; both `[capacity, kv_heads * head_dim]` per layer.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     layers: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
     len: usize,
+    capacity: usize,
 }
 
-impl<B: Backend> Default for KvCache<B> {
-    fn default() -> Self {
-        Self::new()
-    }
+/// What [`MotModel::forward_cached`] does with the new tokens' keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheWrite {
+    /// They join the context (prefill, decoding token by token): the cache grows by `n`.
+    Keep,
+    /// They are written after the context for this call only and the cache keeps its
+    /// length, so the next query sees the same context (a sampler step).
+    Discard,
 }
 
 impl<B: Backend> KvCache<B> {
-    /// An empty cache (no context).
-    pub fn new() -> Self {
-        Self {
-            layers: Vec::new(),
-            len: 0,
-        }
-    }
-
-    /// Number of cached tokens.
+    /// Number of cached (kept) tokens.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -121,9 +122,20 @@ impl<B: Backend> KvCache<B> {
         self.len == 0
     }
 
-    /// Cached `(k, v)` of one layer, `[len, kv_heads * head_dim]` each (`None` when empty).
+    /// Tokens the cache has room for (kept ones plus those of a query).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Cached `(k, v)` of one layer, `[len, kv_heads * head_dim]` each (`None` when the
+    /// layer does not exist).
     pub fn layer(&self, index: usize) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
-        self.layers.get(index).cloned()
+        self.layers.get(index).map(|(k, v)| {
+            (
+                k.clone().narrow(0, 0, self.len),
+                v.clone().narrow(0, 0, self.len),
+            )
+        })
     }
 }
 
@@ -194,16 +206,44 @@ impl<B: Backend> MotModel<B> {
         Ok(self.final_norm(h, routing))
     }
 
-    /// Prefill one sample's context into a new cache: `forward_cached` with an empty cache
-    /// (`mask` is `[L, L]`).
+    /// An empty cache with room for `capacity` tokens, allocated once on `device`.
+    pub fn kv_cache(&self, capacity: usize, device: &B::Device) -> KvCache<B> {
+        let width = self.num_kv_heads * self.head_dim;
+        let layers = (0..self.layers.len())
+            .map(|_| {
+                (
+                    Tensor::zeros([capacity, width], device),
+                    Tensor::zeros([capacity, width], device),
+                )
+            })
+            .collect();
+        KvCache {
+            layers,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Prefill one sample's context (`mask` is `[L, L]`) into a new cache with room for
+    /// `capacity >= L` tokens: [`Self::forward_cached`] on an empty cache, kept.
     pub fn prefill(
         &self,
         hidden: Tensor<B, 2>,
         routing: &Routing<B>,
         position_ids: Tensor<B, 1, Int>,
         mask: Tensor<B, 2, Bool>,
+        capacity: usize,
     ) -> Result<(Tensor<B, 2>, KvCache<B>), MotError> {
-        self.forward_cached(hidden, routing, position_ids, mask, &KvCache::new())
+        let mut cache = self.kv_cache(capacity, &hidden.device());
+        let out = self.forward_cached(
+            hidden,
+            routing,
+            position_ids,
+            mask,
+            &mut cache,
+            CacheWrite::Keep,
+        )?;
+        Ok((out, cache))
     }
 
     /// Forward `n` new tokens of ONE sample that attend to the cached context and to each
@@ -213,19 +253,21 @@ impl<B: Backend> MotModel<B> {
     /// - `mask`: `[n, cache.len() + n]`, `true` = masked; columns are the cached tokens
     ///   then the new ones (the same rows of the full sample's mask).
     ///
-    /// Returns the outputs (as [`MotModel::forward`]) and the cache extended by these
-    /// tokens; drop it to keep querying the same context (e.g. image tokens at each sampler
-    /// step). Equal to the full forward when the cached tokens do not attend to later ones.
+    /// The new keys and values are written in place after the context; `write` says whether
+    /// they stay ([`CacheWrite::Keep`]) or the cache keeps its length
+    /// ([`CacheWrite::Discard`]). Returns the outputs (as [`MotModel::forward`]). Equal to
+    /// the full forward when the cached tokens do not attend to later ones.
     pub fn forward_cached(
         &self,
         hidden: Tensor<B, 2>,
         routing: &Routing<B>,
         position_ids: Tensor<B, 1, Int>,
         mask: Tensor<B, 2, Bool>,
-        cache: &KvCache<B>,
-    ) -> Result<(Tensor<B, 2>, KvCache<B>), MotError> {
+        cache: &mut KvCache<B>,
+        write: CacheWrite,
+    ) -> Result<Tensor<B, 2>, MotError> {
         let n = self.check_inputs(&hidden, routing, &position_ids)?;
-        if !cache.layers.is_empty() && cache.layers.len() != self.layers.len() {
+        if cache.layers.len() != self.layers.len() {
             return Err(MotError::CacheLayers {
                 expected: self.layers.len(),
                 got: cache.layers.len(),
@@ -239,37 +281,41 @@ impl<B: Backend> MotModel<B> {
                 got: mask.dims().to_vec(),
             });
         }
+        if total > cache.capacity {
+            return Err(MotError::CacheFull {
+                capacity: cache.capacity,
+                needed: total,
+            });
+        }
         if n == 0 {
-            return Ok((hidden, cache.clone()));
+            return Ok(hidden);
         }
         let rope = RopeTables::new(position_ids, self.head_dim, self.rope_theta);
         let (nh, nkv) = (self.num_heads, self.num_kv_heads);
-        let mut new_layers = Vec::with_capacity(self.layers.len());
+        let start = cache.len;
+        let old = std::mem::take(&mut cache.layers);
         let mut h = routing.to_expert_order(hidden);
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (layer, (k_all, v_all)) in self.layers.iter().zip(old) {
             h = layer.forward(h, routing, &rope, |q, k, v| {
-                let (k, v) = match cache.layers.get(i) {
-                    Some((ck, cv)) => (
-                        Tensor::cat(vec![ck.clone(), k], 0),
-                        Tensor::cat(vec![cv.clone(), v], 0),
-                    ),
-                    None => (k, v),
-                };
+                // The cache holds the only reference to its tensors, so the backend writes
+                // the rows in place.
+                let width = k.dims()[1];
+                let k_all = k_all.slice_assign([start..total, 0..width], k);
+                let v_all = v_all.slice_assign([start..total, 0..width], v);
                 let out = attend(
                     to_heads(q, nh),
-                    to_heads(k.clone(), nkv),
-                    to_heads(v.clone(), nkv),
+                    to_heads(k_all.clone().narrow(0, 0, total), nkv),
+                    to_heads(v_all.clone().narrow(0, 0, total), nkv),
                     mask.clone(),
                 );
-                new_layers.push((k, v));
+                cache.layers.push((k_all, v_all));
                 from_heads(out)
             });
         }
-        let cache = KvCache {
-            layers: new_layers,
-            len: total,
-        };
-        Ok((self.final_norm(h, routing), cache))
+        if write == CacheWrite::Keep {
+            cache.len = total;
+        }
+        Ok(self.final_norm(h, routing))
     }
 
     /// Freeze the understanding expert (every layer's `und` and the final `norm`): its

@@ -6,7 +6,7 @@
 //! tokens (all tokens of one image) share one id, so this small module is ours.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData, get_device_settings};
 
 /// Cos/sin tables for one set of position ids, shared by all layers of a forward pass.
 #[derive(Debug, Clone)]
@@ -19,20 +19,27 @@ pub struct RopeTables<B: Backend> {
 
 impl<B: Backend> RopeTables<B> {
     /// Tables for `position_ids` (`[n]`): angle `p * theta^(-2i/head_dim)`, `i < head_dim/2`,
-    /// duplicated over the two halves (HF `cat(freqs, freqs)`), computed in f32.
+    /// duplicated over the two halves (HF `cat(freqs, freqs)`).
+    ///
+    /// The angles, cosines and sines are computed in f32 whatever the default float type,
+    /// then cast to it: bf16 holds integers exactly only up to 256 (ids 2048..4096 are
+    /// rounded to multiples of 16), and BAGEL samples reach ids near 4k.
     pub fn new(position_ids: Tensor<B, 1, Int>, head_dim: usize, theta: f64) -> Self {
         let device = position_ids.device();
+        let float_dtype = get_device_settings::<B>(&device).float_dtype;
         let [n] = position_ids.dims();
         let half = head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
             .collect();
-        let inv_freq = Tensor::<B, 1>::from_data(TensorData::new(inv_freq, [half]), &device);
-        let freqs = position_ids.float().reshape([n, 1]) * inv_freq.reshape([1, half]);
+        let inv_freq =
+            Tensor::<B, 1>::from_data(TensorData::new(inv_freq, [half]), (&device, DType::F32));
+        let positions = position_ids.cast(FloatDType::F32).reshape([n, 1]);
+        let freqs = positions * inv_freq.reshape([1, half]);
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 1).reshape([n, 1, head_dim]);
         Self {
-            cos: emb.clone().cos(),
-            sin: emb.sin(),
+            cos: emb.clone().cos().cast(float_dtype),
+            sin: emb.sin().cast(float_dtype),
         }
     }
 

@@ -88,3 +88,34 @@ pub fn assert_tensor_close<B: Backend, const D: usize>(
     assert_eq!(actual.dims(), expected_shape, "shape mismatch");
     assert_close(&to_vec(actual), expected, atol, rtol);
 }
+
+/// Run a bf16 test: Burn fixes a device's default float dtype once per process, before its
+/// first tensor (`set_default_dtypes`), so the test re-runs itself (`test`, its full path in
+/// the test binary) in a child process that selects bf16 first.
+///
+/// Returns `None` in the parent, after asserting that the child ran exactly that test and
+/// passed; returns the device, with bf16 as its default float type, in the child, which
+/// then runs the test's body.
+#[track_caller]
+pub fn bf16_child<B: Backend>(test: &str) -> Option<B::Device> {
+    const CHILD: &str = "UNO_TESTING_BF16_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("the test binary runs");
+        let log = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "bf16 child failed:\n{log}");
+        assert!(log.contains("1 passed"), "the child ran no test:\n{log}");
+        return None;
+    }
+    let device = B::Device::default();
+    burn::tensor::set_default_dtypes::<B>(
+        &device,
+        burn::tensor::FloatDType::BF16,
+        burn::tensor::IntDType::I32,
+    )
+    .expect("bf16 is selected before the first tensor");
+    Some(device)
+}

@@ -1,7 +1,8 @@
 //! Checkpoint directories: `step-000100/` with `model.<ext>`, `ema.<ext>`, `optimizer.mpk`
 //! and `trainer_state.json`, written atomically.
 //!
-//! Everything is written into `step-000100.tmp-<pid>/`, every file is fsynced, then
+//! Everything is written into `step-000100.tmp-<pid>/`, every file is fsynced
+//! (`uno-checkpoint`'s write recipe), then
 //! `trainer_state.json` (with the size of every other file) is written last and fsynced,
 //! and the directory is renamed to its final name (then the parent is fsynced). A process
 //! killed at any point leaves either a `.tmp-*` directory, which resume never considers, or
@@ -10,10 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use uno_checkpoint::{sync_dir, write_synced};
 
 use crate::error::{Result, TrainError};
 
@@ -162,7 +163,7 @@ impl CheckpointWriter {
 
     /// Write `bytes` to file `name` and fsync it.
     pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        write_synced(&self.path(name), bytes)
+        Ok(write_synced(&self.path(name), bytes)?)
     }
 
     /// Fsync every file, record their sizes in `state.files`, write the state file last,
@@ -223,20 +224,6 @@ pub fn prune_checkpoints(root: &Path, keep_last: usize) -> Result<Vec<PathBuf>> 
         removed.push(dir);
     }
     Ok(removed)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(path).map_err(|e| TrainError::io("create", path, e))?;
-    file.write_all(bytes)
-        .map_err(|e| TrainError::io("write", path, e))?;
-    file.sync_all()
-        .map_err(|e| TrainError::io("fsync", path, e))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| TrainError::io("fsync", dir, e))
 }
 
 /// Fsync every file under `dir` (recursively) and record its size, keyed by its path

@@ -3,11 +3,13 @@
 //!
 //! Loading order: defaults, then the file (unknown keys are errors, so a typo such as
 //! `optimizer.lrr` never silently trains with the default), then the overrides, then
-//! [`TrainConfig::validate`]. The loss weights, metaqueries, timestep shift and resolution
-//! bucket are consumed by the model side; they live here so that one file describes a run.
+//! [`TrainConfig::validate`]. Only what the generic loop reads lives here: a model's own
+//! settings (loss weights, model shape) belong to the model side, which embeds this config
+//! in its run config (e.g. `uno_core::train::RunConfig`) and reuses [`apply_overrides`].
 
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -30,10 +32,6 @@ pub struct TrainConfig {
     pub schedule: ScheduleConfig,
     /// EMA of the trainable weights.
     pub ema: EmaConfig,
-    /// Loss weights (consumed by the model side).
-    pub loss: LossWeights,
-    /// Model-side settings (consumed by the model side).
-    pub model: ModelSettings,
     /// Checkpoint cadence and retention.
     pub checkpoint: CheckpointConfig,
     /// Non-finite guards.
@@ -90,38 +88,6 @@ pub struct EmaConfig {
     pub decay: f64,
 }
 
-/// Weights of the auxiliary losses: `L = L_fm + caption * L_cap + visual * L_vis`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LossWeights {
-    /// Caption (language) loss weight (paper: 0.1).
-    pub caption: f64,
-    /// Visual (metaquery) loss weight (paper: 0.2).
-    pub visual: f64,
-}
-
-/// Settings read by the model side (kept here so a run is one file).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelSettings {
-    /// Number of metaquery tokens (paper: 256).
-    pub metaqueries: u32,
-    /// Flow-matching timestep shift (paper: 4.0).
-    pub timestep_shift: f64,
-    /// Resolution bucket, in pixels.
-    pub resolution: ResolutionBucket,
-}
-
-/// Image side length range (paper: 512 to 1024).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ResolutionBucket {
-    /// Smallest side.
-    pub min: u32,
-    /// Largest side.
-    pub max: u32,
-}
-
 /// Checkpoint cadence and retention.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -162,8 +128,6 @@ impl Default for TrainConfig {
             optimizer: OptimizerConfig::default(),
             schedule: ScheduleConfig::default(),
             ema: EmaConfig::default(),
-            loss: LossWeights::default(),
-            model: ModelSettings::default(),
             checkpoint: CheckpointConfig::default(),
             guards: GuardConfig::default(),
             metrics: MetricsConfig::default(),
@@ -197,34 +161,6 @@ impl Default for ScheduleConfig {
 impl Default for EmaConfig {
     fn default() -> Self {
         Self { decay: 0.9999 }
-    }
-}
-
-impl Default for LossWeights {
-    fn default() -> Self {
-        Self {
-            caption: 0.1,
-            visual: 0.2,
-        }
-    }
-}
-
-impl Default for ModelSettings {
-    fn default() -> Self {
-        Self {
-            metaqueries: 256,
-            timestep_shift: 4.0,
-            resolution: ResolutionBucket::default(),
-        }
-    }
-}
-
-impl Default for ResolutionBucket {
-    fn default() -> Self {
-        Self {
-            min: 512,
-            max: 1024,
-        }
     }
 }
 
@@ -281,32 +217,10 @@ impl TrainConfig {
         Ok(config)
     }
 
-    /// Apply dotted `key=value` overrides (`optimizer.lr=2e-4`, `schedule.kind=constant`).
-    ///
-    /// The value is read as a TOML value (a bare word is taken as a string); the key must
-    /// exist in the config and the value must have its type (an integer is accepted where a
-    /// float is expected). Does not validate ranges.
+    /// Apply dotted `key=value` overrides (`optimizer.lr=2e-4`, `schedule.kind=constant`);
+    /// see [`apply_overrides`]. Does not validate ranges.
     pub fn with_overrides<S: AsRef<str>>(self, overrides: &[S]) -> Result<Self> {
-        if overrides.is_empty() {
-            return Ok(self);
-        }
-        let mut tree = toml::Value::try_from(&self).map_err(|e| TrainError::ConfigParse {
-            source_name: "<overrides>".into(),
-            message: e.to_string(),
-        })?;
-        let mut config = self;
-        for raw in overrides {
-            let key = apply_override(&mut tree, raw.as_ref())?;
-            // Deserialise after each override so that an error names its key.
-            config =
-                tree.clone()
-                    .try_into()
-                    .map_err(|e: toml::de::Error| TrainError::Override {
-                        key,
-                        reason: e.to_string().trim_end().to_string(),
-                    })?;
-        }
-        Ok(config)
+        apply_overrides(self, overrides)
     }
 
     /// Check every value is in range; the error names the key.
@@ -363,35 +277,6 @@ impl TrainConfig {
         if !unit(self.ema.decay) {
             return bad("ema.decay", self.ema.decay, "must be in [0, 1)");
         }
-        for (key, w) in [
-            ("loss.caption", self.loss.caption),
-            ("loss.visual", self.loss.visual),
-        ] {
-            if !(w.is_finite() && w >= 0.0) {
-                return bad(key, w, "must be finite and >= 0");
-            }
-        }
-        let m = &self.model;
-        if m.metaqueries == 0 {
-            return bad("model.metaqueries", 0, "must be at least 1");
-        }
-        if !finite_pos(m.timestep_shift) {
-            return bad(
-                "model.timestep_shift",
-                m.timestep_shift,
-                "must be finite and > 0",
-            );
-        }
-        if m.resolution.min == 0 {
-            return bad("model.resolution.min", 0, "must be at least 1");
-        }
-        if m.resolution.max < m.resolution.min {
-            return bad(
-                "model.resolution.max",
-                m.resolution.max,
-                "must be >= model.resolution.min",
-            );
-        }
         if self.checkpoint.keep_last == 0 {
             return bad("checkpoint.keep_last", 0, "must be at least 1");
         }
@@ -406,6 +291,39 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Apply dotted `key=value` overrides to any serde config (this one, or a run config that
+/// embeds it).
+///
+/// The value is read as a TOML value (a bare word is taken as a string); the key must exist
+/// in the config and the value must have its type (an integer is accepted where a float is
+/// expected). Each override is checked as it is applied, so an error names its key. Does not
+/// validate ranges.
+pub fn apply_overrides<T, S>(config: T, overrides: &[S]) -> Result<T>
+where
+    T: Serialize + DeserializeOwned,
+    S: AsRef<str>,
+{
+    if overrides.is_empty() {
+        return Ok(config);
+    }
+    let mut tree = toml::Value::try_from(&config).map_err(|e| TrainError::ConfigParse {
+        source_name: "<overrides>".into(),
+        message: e.to_string(),
+    })?;
+    let mut config = config;
+    for raw in overrides {
+        let key = apply_override(&mut tree, raw.as_ref())?;
+        config = tree
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Override {
+                key,
+                reason: e.to_string().trim_end().to_string(),
+            })?;
+    }
+    Ok(config)
 }
 
 /// Set one dotted key of `tree` from `raw` = `key=value`; returns the key.
@@ -464,39 +382,29 @@ fn parse_override_value(text: &str) -> toml::Value {
 mod tests {
     use super::*;
 
-    const GENERATION: &str = include_str!("../configs/paper_generation.toml");
-    const EDITING: &str = include_str!("../configs/paper_editing.toml");
-
     #[test]
-    fn sample_configs_parse_to_the_paper_table() {
-        let gen_cfg = TrainConfig::from_toml_str(GENERATION, "generation").unwrap();
-        gen_cfg.validate().unwrap();
-        assert_eq!(gen_cfg.iterations, 5000);
-        assert_eq!(gen_cfg.optimizer.lr, 1e-4);
-        assert_eq!(gen_cfg.optimizer.weight_decay, 0.0);
-        assert_eq!(gen_cfg.optimizer.grad_clip, 1.0);
-        assert_eq!(gen_cfg.schedule.kind, ScheduleKind::Cosine);
-        assert_eq!(gen_cfg.ema.decay, 0.9999);
-        assert_eq!((gen_cfg.loss.caption, gen_cfg.loss.visual), (0.1, 0.2));
-        assert_eq!(gen_cfg.model.metaqueries, 256);
-        assert_eq!(gen_cfg.model.timestep_shift, 4.0);
-        assert_eq!(
-            gen_cfg.model.resolution,
-            ResolutionBucket {
-                min: 512,
-                max: 1024
-            }
-        );
-        // The file only restates the defaults (plus its output dir).
-        let defaults = TrainConfig {
-            output_dir: "runs/uno-generation".into(),
+    fn defaults_are_the_paper_table() {
+        // Paper appendix A, Table 11 (BAGEL's defaults where the paper is silent).
+        let c = TrainConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.iterations, 5000);
+        let o = &c.optimizer;
+        assert_eq!((o.lr, o.beta1, o.beta2, o.eps), (1e-4, 0.9, 0.95, 1e-15));
+        assert_eq!((o.weight_decay, o.grad_clip), (0.0, 1.0));
+        assert_eq!(c.schedule.kind, ScheduleKind::Cosine);
+        assert_eq!(c.schedule.min_lr, 1e-7);
+        assert_eq!(c.ema.decay, 0.9999);
+        // A file restating some defaults parses to the defaults; editing is constant-lr.
+        let text = "iterations = 5000\n[optimizer]\nlr = 1e-4\n[schedule]\nkind = \"constant\"\n";
+        let edit = TrainConfig::from_toml_str(text, "editing").unwrap();
+        let expected = TrainConfig {
+            schedule: ScheduleConfig {
+                kind: ScheduleKind::Constant,
+                ..ScheduleConfig::default()
+            },
             ..TrainConfig::default()
         };
-        assert_eq!(gen_cfg, defaults);
-
-        let edit = TrainConfig::from_toml_str(EDITING, "editing").unwrap();
-        assert_eq!(edit.schedule.kind, ScheduleKind::Constant);
-        assert_eq!(edit.optimizer.lr, 1e-4);
+        assert_eq!(edit, expected);
     }
 
     #[test]
@@ -508,6 +416,9 @@ mod tests {
         assert!(err.to_string().contains("iteration"), "{err}");
         let err = TrainConfig::from_toml_str("[schedule]\nkind = \"linear\"\n", "x").unwrap_err();
         assert!(err.to_string().contains("linear"), "{err}");
+        // Model-side sections belong to the model's run config, not to the generic trainer.
+        let err = TrainConfig::from_toml_str("[loss]\ncaption = 0.1\n", "x").unwrap_err();
+        assert!(err.to_string().contains("loss"), "{err}");
     }
 
     #[test]
@@ -517,7 +428,6 @@ mod tests {
                 "optimizer.lr=2e-4",
                 "schedule.kind=constant",
                 "schedule.warmup_steps = 10",
-                "model.resolution.max=768",
                 "output_dir=\"/tmp/run\"",
                 "ema.decay=1", // integer accepted for a float (then rejected by validate)
                 "metrics.progress=false",
@@ -526,7 +436,6 @@ mod tests {
         assert_eq!(cfg.optimizer.lr, 2e-4);
         assert_eq!(cfg.schedule.kind, ScheduleKind::Constant);
         assert_eq!(cfg.schedule.warmup_steps, 10);
-        assert_eq!(cfg.model.resolution.max, 768);
         assert_eq!(cfg.output_dir, PathBuf::from("/tmp/run"));
         assert_eq!(cfg.ema.decay, 1.0);
         assert!(!cfg.metrics.progress);
@@ -562,7 +471,7 @@ mod tests {
             ("iterations=0", "iterations"),
             ("grad_accumulation=0", "grad_accumulation"),
             ("schedule.warmup_steps=6000", "schedule.warmup_steps"),
-            ("model.resolution.min=2048", "model.resolution.max"),
+            ("schedule.min_lr=1.0", "schedule.min_lr"),
             ("checkpoint.keep_last=0", "checkpoint.keep_last"),
         ];
         for (raw, key) in cases {

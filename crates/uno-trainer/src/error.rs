@@ -49,6 +49,10 @@ pub enum TrainError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A file or directory of a checkpoint could not be written or synced (the error names
+    /// the path).
+    #[error(transparent)]
+    Storage(#[from] uno_checkpoint::CheckpointError),
     /// A Burn record (optimizer state) could not be written or read.
     #[error("optimizer state {}: {message}", path.display())]
     Record {

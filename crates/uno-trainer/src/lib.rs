@@ -58,8 +58,8 @@ pub mod summary;
 pub mod trainer;
 
 pub use config::{
-    CheckpointConfig, EmaConfig, GuardConfig, LossWeights, MetricsConfig, ModelSettings,
-    OptimizerConfig, ResolutionBucket, ScheduleConfig, ScheduleKind, TrainConfig,
+    CheckpointConfig, EmaConfig, GuardConfig, MetricsConfig, OptimizerConfig, ScheduleConfig,
+    ScheduleKind, TrainConfig, apply_overrides,
 };
 pub use error::{BoxError, Result, TrainError};
 pub use metrics::StepMetrics;

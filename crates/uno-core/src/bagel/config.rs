@@ -91,47 +91,64 @@ impl BagelConfig {
             ("vision_end", t.vision_end),
         ] {
             if id as usize >= self.llm.vocab_size {
-                return Err(BagelError::Config(format!(
-                    "special token {name} = {id} is not below llm.vocab_size {}",
-                    self.llm.vocab_size
-                )));
+                return Err(BagelError::invalid(
+                    name,
+                    id,
+                    format!("must be below llm.vocab_size {}", self.llm.vocab_size),
+                ));
             }
         }
         if self.num_metaqueries == 0 || self.num_metaqueries.isqrt().pow(2) != self.num_metaqueries
         {
-            return Err(BagelError::Config(format!(
-                "num_metaqueries must be a positive perfect square (they regress a sqrt(N) x sqrt(N) feature grid), got {}",
-                self.num_metaqueries
-            )));
+            return Err(BagelError::invalid(
+                "num_metaqueries",
+                self.num_metaqueries,
+                "must be a positive perfect square (they regress a sqrt(N) x sqrt(N) feature grid)",
+            ));
         }
         if self.latent_token_dim == 0 || self.pixels_per_latent_token == 0 {
-            return Err(BagelError::Config(
-                "latent_token_dim and pixels_per_latent_token must be positive".into(),
+            return Err(BagelError::invalid(
+                "latent_token_dim, pixels_per_latent_token",
+                format!(
+                    "{}, {}",
+                    self.latent_token_dim, self.pixels_per_latent_token
+                ),
+                "must be positive",
             ));
         }
         if let Some(ae) = &self.vae {
             ae.validate()?;
             let (px, dim) = (2 * ae.downsample(), 4 * ae.z_channels);
             if (px, dim) != (self.pixels_per_latent_token, self.latent_token_dim) {
-                return Err(BagelError::Config(format!(
-                    "the FLUX autoencoder (downsample {}, z {}) makes {px}-px tokens of width {dim}, but pixels_per_latent_token = {} and latent_token_dim = {}",
-                    ae.downsample(),
-                    ae.z_channels,
-                    self.pixels_per_latent_token,
-                    self.latent_token_dim
-                )));
+                return Err(BagelError::invalid(
+                    "pixels_per_latent_token, latent_token_dim",
+                    format!(
+                        "{}, {}",
+                        self.pixels_per_latent_token, self.latent_token_dim
+                    ),
+                    format!(
+                        "the FLUX autoencoder (downsample {}, z {}) makes {px}-px tokens of width {dim}",
+                        ae.downsample(),
+                        ae.z_channels,
+                    ),
+                ));
             }
         } else if (self.pixels_per_latent_token, self.latent_token_dim) != (4, 64) {
-            return Err(BagelError::Config(format!(
-                "without a FLUX autoencoder (vae = null) the codec is the PixelCodec (4-px tokens of width 64), but pixels_per_latent_token = {} and latent_token_dim = {}",
-                self.pixels_per_latent_token, self.latent_token_dim
-            )));
+            return Err(BagelError::invalid(
+                "pixels_per_latent_token, latent_token_dim",
+                format!(
+                    "{}, {}",
+                    self.pixels_per_latent_token, self.latent_token_dim
+                ),
+                "without a FLUX autoencoder the codec is the PixelCodec (4-px tokens of width 64)",
+            ));
         }
         if !(self.timestep_shift.is_finite() && self.timestep_shift > 0.0) {
-            return Err(BagelError::Config(format!(
-                "timestep_shift must be positive, got {}",
-                self.timestep_shift
-            )));
+            return Err(BagelError::invalid(
+                "timestep_shift",
+                self.timestep_shift,
+                "must be finite and positive",
+            ));
         }
         Ok(())
     }

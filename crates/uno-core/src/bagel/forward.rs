@@ -170,7 +170,7 @@ impl<B: Backend> Bagel<B> {
 
         if !vit_images.is_empty() {
             let (features, _) = self.vit_model.forward_images(vit_images)?;
-            let tokens = crate::vision::vit_tokens_to_llm(
+            let tokens = super::vit_tokens_to_llm(
                 &self.connector,
                 &self.vit_pos_embed,
                 features,
@@ -186,32 +186,33 @@ impl<B: Backend> Bagel<B> {
                 order.extend(&pack.vae_indexes);
             }
             None if !pack.vae_indexes.is_empty() => {
-                return Err(BagelError::Config(format!(
-                    "the pack has {} VAE tokens but no latents were given for them",
-                    pack.vae_indexes.len()
-                )));
+                return Err(BagelError::PackMismatch {
+                    what: "latents of the VAE tokens",
+                    expected: format!("{} tokens", pack.vae_indexes.len()),
+                    got: "none".into(),
+                });
             }
             None => {}
         }
 
         for group in &pack.metaquery_groups {
             if group.tokens.len() != self.num_metaqueries() {
-                return Err(BagelError::Config(format!(
-                    "the pack has {} metaqueries per image but the model has {}: pack with BagelConfig::packing()",
-                    group.tokens.len(),
-                    self.num_metaqueries()
-                )));
+                return Err(BagelError::PackMismatch {
+                    what: "metaqueries per image (pack with BagelConfig::packing())",
+                    expected: format!("{} (the model's)", self.num_metaqueries()),
+                    got: group.tokens.len().to_string(),
+                });
             }
             pieces.push(self.metaqueries.val());
             order.extend(&pack.metaquery_indexes[group.tokens.clone()]);
         }
 
         if order.len() != pack.len {
-            return Err(BagelError::Config(format!(
-                "embedded {} rows for a pack of {} tokens (are the ViT images missing?)",
-                order.len(),
-                pack.len
-            )));
+            return Err(BagelError::PackMismatch {
+                what: "embedded rows (are the ViT images missing?)",
+                expected: pack.len.to_string(),
+                got: order.len().to_string(),
+            });
         }
         // One gather puts every group's rows in sequence order.
         let mut inverse = vec![0; pack.len];

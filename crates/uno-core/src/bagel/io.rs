@@ -10,6 +10,7 @@ use super::keys::{bagel_key, load_module, module_keys, save_module, torch_key};
 use super::{Bagel, BagelConfig, BagelError};
 use crate::checkpoint::{
     LoadReport, SaveDtype, UnexpectedKeys, WeightReader, WeightWriter, read_json_config,
+    write_bytes_atomically,
 };
 use crate::mot::MotConfig;
 use crate::vae::Codec;
@@ -119,11 +120,10 @@ impl BagelConfig {
 
     /// Write `llm_config.json`, `vit_config.json` and [`UNO_CONFIG`] into `dir`.
     pub fn save_folder(&self, dir: &Path) -> Result<(), BagelError> {
-        let write = |name: &str, json: Result<String, serde_json::Error>| {
-            let path = dir.join(name);
-            let text = json.map_err(|e| BagelError::Config(format!("{name}: {e}")))?;
-            std::fs::write(&path, text)
-                .map_err(|e| BagelError::Config(format!("cannot write {}: {e}", path.display())))
+        // Atomically: a crash never leaves a half-written config that no loader can read.
+        let write = |name: &'static str, json: Result<String, serde_json::Error>| {
+            let text = json.map_err(|source| BagelError::Serialize { name, source })?;
+            Ok::<_, BagelError>(write_bytes_atomically(dir.join(name), text.as_bytes())?)
         };
         write("llm_config.json", serde_json::to_string_pretty(&self.llm))?;
         write("vit_config.json", serde_json::to_string_pretty(&self.vit))?;
@@ -147,10 +147,10 @@ impl BagelConfig {
         };
         let path = dir.join(AE_FILE);
         if !path.is_file() {
-            return Err(BagelError::Config(format!(
-                "the model's configuration names a FLUX autoencoder, but {} does not exist (BAGEL releases ship it next to ema.safetensors)",
-                path.display()
-            )));
+            return Err(BagelError::MissingFile {
+                path,
+                why: "the model's configuration names a FLUX autoencoder (BAGEL releases ship it next to ema.safetensors)",
+            });
         }
         Ok(Codec::flux(load_flux_ae(&path, ae, device)?))
     }
@@ -193,11 +193,10 @@ pub fn weights_file(dir: &Path) -> Result<PathBuf, BagelError> {
     if ema.is_file() {
         return Ok(ema);
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        BagelError::Config(format!(
-            "cannot list the model folder {}: {e}",
-            dir.display()
-        ))
+    let entries = std::fs::read_dir(dir).map_err(|source| BagelError::Io {
+        action: "list the model folder",
+        path: dir.to_path_buf(),
+        source,
     })?;
     let names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     let pick = |suffix: &str| -> Vec<&PathBuf> {
@@ -211,15 +210,17 @@ pub fn weights_file(dir: &Path) -> Result<PathBuf, BagelError> {
             [one] => return Ok((*one).clone()),
             [] => continue,
             many => {
-                return Err(BagelError::Config(format!(
-                    "{} holds several weight files ({many:?}); keep one, or name it ema.safetensors",
-                    dir.display()
-                )));
+                return Err(BagelError::WeightsFile {
+                    dir: dir.to_path_buf(),
+                    reason: format!(
+                        "holds several weight files ({many:?}); keep one, or name it ema.safetensors"
+                    ),
+                });
             }
         }
     }
-    Err(BagelError::Config(format!(
-        "{} holds no ema.safetensors, *.safetensors.index.json or *.safetensors",
-        dir.display()
-    )))
+    Err(BagelError::WeightsFile {
+        dir: dir.to_path_buf(),
+        reason: "holds no ema.safetensors, *.safetensors.index.json or *.safetensors".into(),
+    })
 }

@@ -11,9 +11,11 @@ mod forward;
 mod io;
 pub mod keys;
 mod model;
+mod vit;
 
 pub use config::BagelConfig;
 pub use error::BagelError;
 pub use forward::{UnoBatch, UnoForward, UnoObjective};
 pub use io::{AE_FILE, METAQUERY_KEY, UNO_CONFIG, load_flux_ae, save_codec, weights_file};
 pub use model::Bagel;
+pub use vit::vit_tokens_to_llm;

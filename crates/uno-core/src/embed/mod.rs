@@ -14,8 +14,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-pub use crate::vision::VisionError;
-use crate::vision::{check_ids, ids_tensor};
+pub use crate::patch::VisionError;
+use crate::patch::{check_ids, ids_tensor};
 
 /// The fixed 2-D sin-cos position table, `[grid * grid, dim]` row-major `f32`.
 ///

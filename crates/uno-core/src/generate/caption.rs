@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use super::{GenerateError, Generator};
-use crate::mot::{KvCache, Routing};
+use crate::mot::{CacheWrite, KvCache, Routing};
 use crate::packing::{ImageSize, PackedSequence, Sample, SplitSpec, index_tensor};
 use crate::vae::LatentCodec;
 
@@ -90,9 +90,11 @@ impl<B: Backend, C: LatentCodec<B>> Generator<'_, B, C> {
             .reshape([len, len]);
         let routing = Routing::from_indices(&pack.und_indexes, &pack.gen_indexes, len, &device)?;
         let positions = index_tensor::<B>(&pack.position_ids, &device);
+        // Room for the context and every token the answer may feed back.
+        let capacity = len + config.max_tokens;
         let (_, mut cache) = model
             .language_model
-            .prefill(context, &routing, positions, mask)?;
+            .prefill(context, &routing, positions, mask, capacity)?;
 
         let specials = self.packing.special_tokens;
         let first = pack.position_ids.iter().max().map_or(0, |p| p + 1);
@@ -110,7 +112,8 @@ impl<B: Backend, C: LatentCodec<B>> Generator<'_, B, C> {
         Ok(answer)
     }
 
-    /// Feed one token at `position`, extend the cache, return the next-token logits.
+    /// Feed one token at `position`, keep it in the cache (written in place), return the
+    /// next-token logits.
     fn next_logits(
         &self,
         token: u32,
@@ -129,10 +132,14 @@ impl<B: Backend, C: LatentCodec<B>> Generator<'_, B, C> {
             &device,
         );
         let positions = index_tensor::<B>(&[position], &device);
-        let (out, next) = model
-            .language_model
-            .forward_cached(hidden, &routing, positions, mask, cache)?;
-        *cache = next;
+        let out = model.language_model.forward_cached(
+            hidden,
+            &routing,
+            positions,
+            mask,
+            cache,
+            CacheWrite::Keep,
+        )?;
         let logits = model.lm_head.forward(out);
         Ok(logits
             .into_data()

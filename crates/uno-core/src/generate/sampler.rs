@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{GenerateError, Guidance, sampling_timesteps};
 use crate::bagel::Bagel;
-use crate::mot::{KvCache, Routing, SampleMask};
+use crate::mot::{CacheWrite, KvCache, Routing, SampleMask};
 use crate::packing::{
     EditDropout, ImageSize, PackedSequence, PackingConfig, Sample, SplitKind, Supervision,
     index_tensor,
@@ -107,12 +107,12 @@ impl<B: Backend, C: LatentCodec<B>> Generator<'_, B, C> {
         let guidance = &config.guidance;
         let (conditional, text_free, image_free) = self.branch_samples(request)?;
         let build = |sample| Branch::new(self, sample, request.source.as_ref(), config.kv_cache);
-        let conditional = build(conditional)?;
+        let mut conditional = build(conditional)?;
         // Unconditional branches only where guidance will use them.
         let any_text = timesteps.iter().any(|&t| guidance.text_active(t));
         let any_image = timesteps.iter().any(|&t| guidance.image_active(t));
-        let text_free = any_text.then(|| build(text_free)).transpose()?;
-        let image_free = match image_free {
+        let mut text_free = any_text.then(|| build(text_free)).transpose()?;
+        let mut image_free = match image_free {
             Some(sample) if any_image => Some(build(sample)?),
             _ => None,
         };
@@ -125,11 +125,11 @@ impl<B: Backend, C: LatentCodec<B>> Generator<'_, B, C> {
         );
         x = euler(x, timesteps, |x, t| {
             let v = conditional.velocity(self.model, x.clone(), t)?;
-            let v_text = match &text_free {
+            let v_text = match &mut text_free {
                 Some(b) if guidance.text_active(t) => Some(b.velocity(self.model, x.clone(), t)?),
                 _ => None,
             };
-            let v_image = match &image_free {
+            let v_image = match &mut image_free {
                 Some(b) if guidance.image_active(t) => Some(b.velocity(self.model, x, t)?),
                 _ => None,
             };
@@ -228,7 +228,8 @@ struct Branch<B: Backend> {
 
 /// What the decoder needs per step besides the query rows.
 enum StepInputs<B: Backend> {
-    /// Query the image split `[n]` against the prefilled context.
+    /// Query the image split `[n]` against the prefilled context; the cache has room for
+    /// the query after the context, rewritten at every step.
     Cached {
         cache: KvCache<B>,
         routing: Routing<B>,
@@ -295,7 +296,7 @@ impl<B: Backend> Branch<B> {
             .reshape([len, len]);
         let step = if kv_cache {
             let cache = match context {
-                None => KvCache::new(),
+                None => model.language_model.kv_cache(len, &device),
                 Some(context) => {
                     let (und, gen_) = split_routing(&pack, 0..c);
                     let routing = Routing::from_indices(&und, &gen_, c, &device)?;
@@ -303,7 +304,7 @@ impl<B: Backend> Branch<B> {
                     let prefix = mask.clone().slice([0..c, 0..c]);
                     model
                         .language_model
-                        .prefill(context, &routing, positions, prefix)?
+                        .prefill(context, &routing, positions, prefix, len)?
                         .1
                 }
             };
@@ -338,7 +339,7 @@ impl<B: Backend> Branch<B> {
 
     /// The conditional velocity of this branch at `(x_t, t)`, `[tokens, token_dim]`.
     fn velocity(
-        &self,
+        &mut self,
         model: &Bagel<B>,
         x_t: Tensor<B, 2>,
         t: f64,
@@ -361,18 +362,20 @@ impl<B: Backend> Branch<B> {
             ],
             0,
         );
-        let out = match &self.step {
+        let out = match &mut self.step {
             StepInputs::Cached {
                 cache,
                 routing,
                 positions,
                 mask,
-            } => {
-                model
-                    .language_model
-                    .forward_cached(query, routing, positions.clone(), mask.clone(), cache)?
-                    .0
-            }
+            } => model.language_model.forward_cached(
+                query,
+                routing,
+                positions.clone(),
+                mask.clone(),
+                cache,
+                CacheWrite::Discard,
+            )?,
             StepInputs::Full {
                 context,
                 routing,

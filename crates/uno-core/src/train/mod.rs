@@ -1,14 +1,26 @@
-//! UNO post-training of BAGEL with the generic [`crate::trainer`] loop: the model side
-//! ([`UnoTrainee`], a [`TrainStep`](crate::trainer::TrainStep)) and the data side
-//! ([`PackedBatches`], a [`DataSource`](crate::trainer::DataSource) over any
-//! [`Dataset`](crate::data::Dataset)).
+//! UNO post-training of BAGEL with the generic [`crate::trainer`] loop.
+//!
+//! * [`run`]: a whole run from a [`RunSpec`] (model, data, [`RunConfig`], resume), the
+//!   entry point behind `examples/train_bagel.rs`;
+//! * [`RunConfig`]: the run's one TOML file (trainer settings plus `[loss]`, `[model]`,
+//!   `[data]`), applied to a model with [`RunConfig::apply_to`];
+//! * the pieces it is made of, for custom loops: the model side ([`UnoTrainee`], a
+//!   [`TrainStep`](crate::trainer::TrainStep)), the data side ([`PackedBatches`], a
+//!   [`DataSource`](crate::trainer::DataSource) over any [`Dataset`](crate::data::Dataset))
+//!   and held-out evaluation ([`HeldOut`]).
 
 mod batches;
+mod error;
 mod eval;
+mod run;
+mod run_config;
 mod trainee;
 
 pub use batches::{PackedBatches, TrainBatch, item_images};
+pub use error::RunError;
 pub use eval::HeldOut;
+pub use run::{HELD_OUT_SEED, ModelSource, RunReport, RunSpec, TrainData, run};
+pub use run_config::{DataSettings, LossWeights, ModelSettings, ResolutionRange, RunConfig};
 pub use trainee::UnoTrainee;
 
 /// The paper's Table 7 loss ablations.
@@ -36,10 +48,9 @@ impl Ablation {
         }
     }
 
-    /// Which supervision splits the data should carry: `(caption, metaqueries)`. A
-    /// disabled objective gets no split, so it costs no tokens.
-    pub fn splits(self) -> (bool, bool) {
-        let (caption, visual) = self.weights();
-        (caption > 0.0, visual > 0.0)
+    /// Set `loss`'s weights to this ablation's (a disabled objective also gets no split in
+    /// the data: [`run`] packs splits only for positive weights).
+    pub fn apply(self, loss: &mut LossWeights) {
+        (loss.caption, loss.visual) = self.weights();
     }
 }

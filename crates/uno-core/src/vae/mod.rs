@@ -21,8 +21,8 @@ pub use pixel::PixelCodec;
 
 use burn::tensor::{Tensor, backend::Backend};
 
-pub use crate::vision::VisionError;
-use crate::vision::{ImageLayout, patchify, unpatchify};
+pub use crate::patch::VisionError;
+use crate::patch::{PixelLayout, patchify, unpatchify};
 
 /// Latent cells per token side (BAGEL's `latent_patch_size`).
 pub const LATENT_PATCH: usize = 2;
@@ -38,7 +38,7 @@ pub fn patchify_latent<B: Backend>(
 ) -> Result<(Tensor<B, 2>, [usize; 2]), VisionError> {
     let [_, h, w] = latent.dims();
     VisionError::check_divisible("latent patchify", h, w, LATENT_PATCH)?;
-    patchify(latent, LATENT_PATCH, ImageLayout::Chw)
+    patchify(latent, LATENT_PATCH, PixelLayout::Chw)
 }
 
 /// Inverse of [`patchify_latent`]: tokens `[rows * cols, 4 * z]` to a latent
@@ -50,7 +50,7 @@ pub fn unpatchify_latent<B: Backend>(
     tokens: Tensor<B, 2>,
     grid: [usize; 2],
 ) -> Result<Tensor<B, 3>, VisionError> {
-    unpatchify(tokens, grid, LATENT_PATCH, ImageLayout::Chw)
+    unpatchify(tokens, grid, LATENT_PATCH, PixelLayout::Chw)
 }
 
 /// An image codec the generation path can work in.

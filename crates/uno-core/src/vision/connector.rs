@@ -6,9 +6,6 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::VisionError;
-use crate::embed::PositionEmbedding;
-
 /// Configuration of [`MlpConnector`] (BAGEL: `in_dim` 1152, `out_dim` 3584).
 #[derive(Config, Debug)]
 pub struct MlpConnectorConfig {
@@ -40,38 +37,4 @@ impl<B: Backend> MlpConnector<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
     }
-}
-
-/// ViT output to language-model input tokens, as BAGEL does it:
-/// `connector(vit_out) + vit_pos_embed[position_ids]`, with the same ids the ViT used.
-///
-/// # Errors
-/// [`VisionError::ShapeMismatch`] when the id count differs from the rows,
-/// [`VisionError::PositionIdOutOfRange`] for an id past the table.
-pub fn vit_tokens_to_llm<B: Backend>(
-    connector: &MlpConnector<B>,
-    vit_pos_embed: &PositionEmbedding<B>,
-    vit_out: Tensor<B, 2>,
-    position_ids: &[usize],
-) -> Result<Tensor<B, 2>, VisionError> {
-    let [n, _] = vit_out.dims();
-    if position_ids.len() != n {
-        return Err(VisionError::shape(
-            "connector position ids (one per ViT token)",
-            n,
-            position_ids.len(),
-        ));
-    }
-    let pos = vit_pos_embed.forward(position_ids)?;
-    let out = connector.forward(vit_out);
-    let [_, d] = out.dims();
-    let [_, dp] = pos.dims();
-    if d != dp {
-        return Err(VisionError::shape(
-            "vit_pos_embed width (connector out_dim)",
-            d,
-            dp,
-        ));
-    }
-    Ok(out + pos)
 }

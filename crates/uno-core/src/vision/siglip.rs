@@ -24,8 +24,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use super::patch::{ImageLayout, patchify};
-use super::{VisionError, check_ids, ids_tensor};
+use crate::patch::{PixelLayout, patchify};
+use crate::patch::{VisionError, check_ids, ids_tensor};
 
 fn default_hidden_size() -> usize {
     768
@@ -436,7 +436,7 @@ impl<B: Backend> SiglipVisionModel<B> {
             if c != e.num_channels {
                 return Err(VisionError::shape("ViT image channels", e.num_channels, c));
             }
-            let (rows, [r, cc]) = patchify(image.clone(), e.patch_size, ImageLayout::Chw)?;
+            let (rows, [r, cc]) = patchify(image.clone(), e.patch_size, PixelLayout::Chw)?;
             if r > side || cc > side {
                 return Err(VisionError::GridTooLarge {
                     what: "ViT image",

@@ -3,8 +3,6 @@
 
 mod bagel;
 mod bagel_checkpoint;
-mod checkpoint;
-mod data;
 mod embed;
 mod fixture;
 mod generate;

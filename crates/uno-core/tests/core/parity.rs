@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::{DType, FloatDType, IntDType, Tensor, backend::Backend, set_default_dtypes};
+use burn::tensor::{DType, Tensor, backend::Backend};
 use uno_core::bagel::{Bagel, BagelConfig, UnoForward};
 use uno_core::checkpoint::{UnexpectedKeys, WeightReader};
 use uno_core::objectives::FlowNoise;
@@ -223,24 +223,11 @@ uno_testing::backend_tests!(whole_model_matches_numpy_reference);
 /// step 2^-8 = 0.4%), so after two MoT layers the losses agree to 1% relative and the
 /// hidden states (RMS-normalised, entries of order 1) to 0.1 absolute, 0.01 on average.
 ///
-/// Burn fixes a device's default float dtype once per process, before its first tensor
-/// (`set_default_dtypes`), so the test re-runs itself in a child process that selects bf16
-/// first; the parent asserts the child passed.
+/// Runs in a child process that selects bf16 first ([`uno_testing::bf16_child`]).
 fn bf16_forward_is_close_to_f32_reference<B: Backend>(test: &str) {
-    const CHILD: &str = "UNO_PARITY_BF16_CHILD";
-    if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "bf16 child failed:\n{log}");
-        assert!(log.contains("1 passed"), "the child ran no test:\n{log}");
+    let Some(device) = uno_testing::bf16_child::<B>(test) else {
         return;
-    }
-    let device = Default::default();
-    set_default_dtypes::<B>(&device, FloatDType::BF16, IntDType::I32).unwrap();
+    };
     let Run { case, out, .. } = run_case::<B>(&device);
     assert_eq!(out.hidden.dtype(), DType::BF16);
     assert_close(&losses(&out), &case.values("expected.losses"), 0.0, 1e-2);

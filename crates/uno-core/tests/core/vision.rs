@@ -5,11 +5,10 @@ use crate::fixture;
 
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 use fixture::Fixture;
+use uno_core::bagel::vit_tokens_to_llm;
 use uno_core::embed::PositionEmbeddingConfig;
-use uno_core::vision::{
-    ImageLayout, MlpConnectorConfig, SiglipVisionConfig, SiglipVisionModel, VisionError, patchify,
-    unpatchify, vit_tokens_to_llm,
-};
+use uno_core::patch::{PixelLayout, VisionError, patchify, unpatchify};
+use uno_core::vision::{MlpConnectorConfig, SiglipVisionConfig, SiglipVisionModel};
 use uno_testing::{assert_tensor_close, to_vec};
 
 const TOL: f32 = 1e-4;
@@ -25,7 +24,7 @@ fn patchify_order_by_hand<B: Backend>() {
         })
         .collect();
     let image = Tensor::<B, 3>::from_data(TensorData::new(chw, [c, h, w]), &device);
-    let (rows, grid) = patchify(image.clone(), p, ImageLayout::Chw).unwrap();
+    let (rows, grid) = patchify(image.clone(), p, PixelLayout::Chw).unwrap();
     assert_eq!(grid, [2, 3]);
     assert_eq!(rows.dims(), [6, 8]);
     let v = to_vec(rows.clone());
@@ -44,7 +43,7 @@ fn patchify_order_by_hand<B: Backend>() {
     }
     // [H, W, C] input gives the same rows.
     let hwc = image.permute([1, 2, 0]);
-    let (rows2, grid2) = patchify(hwc, p, ImageLayout::Hwc).unwrap();
+    let (rows2, grid2) = patchify(hwc, p, PixelLayout::Hwc).unwrap();
     assert_eq!(grid2, grid);
     assert_eq!(to_vec(rows2), v);
 }
@@ -53,20 +52,20 @@ fn patchify_roundtrip<B: Backend>() {
     let device = Default::default();
     let image = Tensor::<B, 3>::random([3, 6, 8], Distribution::Normal(0.0, 1.0), &device);
     let expected = to_vec(image.clone());
-    let (rows, grid) = patchify(image.clone(), 2, ImageLayout::Chw).unwrap();
+    let (rows, grid) = patchify(image.clone(), 2, PixelLayout::Chw).unwrap();
     assert_eq!(
-        to_vec(unpatchify(rows, grid, 2, ImageLayout::Chw).unwrap()),
+        to_vec(unpatchify(rows, grid, 2, PixelLayout::Chw).unwrap()),
         expected
     );
     let hwc = image.clone().permute([1, 2, 0]);
     let hwc_vals = to_vec(hwc.clone());
-    let (rows, grid) = patchify(hwc, 2, ImageLayout::Hwc).unwrap();
+    let (rows, grid) = patchify(hwc, 2, PixelLayout::Hwc).unwrap();
     assert_eq!(
-        to_vec(unpatchify(rows, grid, 2, ImageLayout::Hwc).unwrap()),
+        to_vec(unpatchify(rows, grid, 2, PixelLayout::Hwc).unwrap()),
         hwc_vals
     );
 
-    let err = patchify(image.clone(), 4, ImageLayout::Chw).unwrap_err();
+    let err = patchify(image.clone(), 4, PixelLayout::Chw).unwrap_err();
     assert_eq!(
         err,
         VisionError::NotDivisible {
@@ -77,10 +76,10 @@ fn patchify_roundtrip<B: Backend>() {
         }
     );
     assert!(err.to_string().contains("6x8"), "{err}");
-    assert!(patchify(image, 0, ImageLayout::Chw).is_err());
+    assert!(patchify(image, 0, PixelLayout::Chw).is_err());
     let rows = Tensor::<B, 2>::zeros([5, 12], &device);
     assert!(matches!(
-        unpatchify(rows.clone(), [2, 3], 2, ImageLayout::Chw),
+        unpatchify(rows.clone(), [2, 3], 2, PixelLayout::Chw),
         Err(VisionError::ShapeMismatch { .. })
     ));
     assert!(
@@ -88,7 +87,7 @@ fn patchify_roundtrip<B: Backend>() {
             rows.narrow(1, 0, 10).narrow(0, 0, 4),
             [2, 2],
             2,
-            ImageLayout::Chw
+            PixelLayout::Chw
         )
         .is_err()
     );

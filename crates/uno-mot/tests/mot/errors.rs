@@ -1,7 +1,7 @@
 //! Bad configs and bad inputs are errors (with useful messages), never panics.
 
 use burn::tensor::backend::Backend;
-use uno_mot::{KvCache, MotConfig, MotError, Routing, SampleMask};
+use uno_mot::{CacheWrite, MotConfig, MotError, Routing, SampleMask};
 
 use crate::common::{bools, ints, pack, randn, tiny};
 
@@ -192,7 +192,8 @@ fn bad_inputs_are_errors<B: Backend>() {
             &routing,
             p.position_ids.clone(),
             bools(vec![false; l * l], l, l, &device),
-            &KvCache::new(),
+            &mut model.kv_cache(l, &device),
+            CacheWrite::Keep,
         )
         .map(|_| ());
     assert!(e.is_ok());
@@ -202,7 +203,8 @@ fn bad_inputs_are_errors<B: Backend>() {
             &routing,
             p.position_ids.clone(),
             bools(vec![false; l * (l + 1)], l, l + 1, &device),
-            &KvCache::new(),
+            &mut model.kv_cache(l + 1, &device),
+            CacheWrite::Keep,
         )
         .unwrap_err();
     assert!(e.to_string().contains("mask"), "{e}");

@@ -1,8 +1,10 @@
-//! Incremental inference with a KV cache equals the full forward.
+//! Incremental inference with a KV cache equals the full forward: prefill and a query,
+//! chunked prefill, token-by-token decoding, and a discarded query that leaves the cache as
+//! it was; all written in place into one preallocated cache.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use uno_mot::{KvCache, MotError, Routing, SampleMask};
+use uno_mot::{CacheWrite, KvCache, MotError, Routing, SampleMask};
 use uno_testing::{assert_close, to_vec};
 
 use crate::common::{Kind, bools, ints, randn, split_mask, tiny};
@@ -48,43 +50,65 @@ fn kv_cache_matches_full_forward<B: Backend>() {
                 .unwrap(),
         )
     };
-    let step = |hidden: &Tensor<B, 2>, r0: usize, r1: usize, cache: &KvCache<B>| {
-        model
-            .forward_cached(
-                hidden.clone().narrow(0, r0, r1 - r0),
-                &routing_of(r0, r1),
-                ints(&pos[r0..r1], &device),
-                bools(block(&mask, n, r0, r1, r1), r1 - r0, r1, &device),
-                cache,
-            )
-            .unwrap()
-    };
+    let step =
+        |hidden: &Tensor<B, 2>, r0: usize, r1: usize, cache: &mut KvCache<B>, write: CacheWrite| {
+            model
+                .forward_cached(
+                    hidden.clone().narrow(0, r0, r1 - r0),
+                    &routing_of(r0, r1),
+                    ints(&pos[r0..r1], &device),
+                    bools(block(&mask, n, r0, r1, r1), r1 - r0, r1, &device),
+                    cache,
+                    write,
+                )
+                .unwrap()
+        };
     let full = full_forward(hidden.clone());
 
-    // Prefill the context (10 tokens) once, then query the 4 noised-image tokens.
-    let (ctx_out, cache) = model
+    // Prefill the context (10 tokens) once with room for the query, then query the 4
+    // noised-image tokens without keeping them.
+    let (ctx_out, mut cache) = model
         .prefill(
             hidden.clone().narrow(0, 0, 10),
             &routing_of(0, 10),
             ints(&pos[..10], &device),
             bools(block(&mask, n, 0, 10, 10), 10, 10, &device),
+            14,
         )
         .unwrap();
-    assert_eq!(cache.len(), 10);
+    assert_eq!((cache.len(), cache.capacity()), (10, 14));
     assert_close(&to_vec(ctx_out), &full[..10 * h], 1e-5, 1e-5);
-    let (q_out, extended) = step(&hidden, 10, 14, &cache);
-    assert_eq!(extended.len(), 14);
-    assert_close(&to_vec(q_out), &full[10 * h..], 1e-5, 1e-5);
-
-    // Chunked prefill (5, 3, 2 tokens) gives the same cache and outputs.
-    let mut cache = KvCache::new();
-    let mut outs = Vec::new();
-    for (r0, r1) in [(0, 5), (5, 8), (8, 10), (10, 14)] {
-        let (o, c) = step(&hidden, r0, r1, &cache);
-        outs.extend(to_vec(o));
-        cache = if r1 < 14 { c } else { cache };
-    }
+    let prefilled = to_vec(cache.layer(1).unwrap().0);
+    let q_out = step(&hidden, 10, 14, &mut cache, CacheWrite::Discard);
     assert_eq!(cache.len(), 10);
+    assert_close(&to_vec(q_out), &full[10 * h..], 1e-5, 1e-5);
+    assert_eq!(to_vec(cache.layer(1).unwrap().0), prefilled);
+
+    // Causal text one token at a time (decoding), bidirectional splits whole: the same
+    // outputs, written into one preallocated cache.
+    let mut chunked = model.kv_cache(14, &device);
+    let mut outs = Vec::new();
+    let chunks = [
+        (0, 1),
+        (1, 2),
+        (2, 3),
+        (3, 4),
+        (4, 5),
+        (5, 8),
+        (8, 9),
+        (9, 10),
+        (10, 14),
+    ];
+    for (r0, r1) in chunks {
+        outs.extend(to_vec(step(
+            &hidden,
+            r0,
+            r1,
+            &mut chunked,
+            CacheWrite::Keep,
+        )));
+    }
+    assert_eq!(chunked.len(), 14);
     assert_close(&outs, &full, 1e-5, 1e-5);
 
     // Reuse: a new noised image (next sampler step) against the SAME cache equals a full
@@ -92,7 +116,7 @@ fn kv_cache_matches_full_forward<B: Backend>() {
     let noise2 = randn::<B, 2>([4, h], 63, &device);
     let hidden2 = Tensor::cat(vec![hidden.clone().narrow(0, 0, 10), noise2], 0);
     let full2 = full_forward(hidden2.clone());
-    let (q2, _) = step(&hidden2, 10, 14, &cache);
+    let q2 = step(&hidden2, 10, 14, &mut cache, CacheWrite::Discard);
     assert_close(&to_vec(q2), &full2[10 * h..], 1e-5, 1e-5);
     let d: f32 = full2[10 * h..]
         .iter()
@@ -100,6 +124,28 @@ fn kv_cache_matches_full_forward<B: Backend>() {
         .map(|(a, b)| (a - b).abs())
         .sum();
     assert!(d > 1e-2, "a different query must give a different output");
+
+    // A query that does not fit the room left is an error, not a reallocation.
+    let e = model
+        .forward_cached(
+            hidden.clone().narrow(0, 10, 4),
+            &routing_of(10, 14),
+            ints(&pos[10..], &device),
+            Tensor::from_data(TensorData::new(vec![false; 4 * 18], [4, 18]), &device),
+            &mut chunked,
+            CacheWrite::Discard,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MotError::CacheFull {
+                capacity: 14,
+                needed: 18
+            }
+        ),
+        "{e}"
+    );
 
     // A cache from a model with another depth is rejected.
     let other = tiny::<B>(1, 64, &device);
@@ -109,7 +155,8 @@ fn kv_cache_matches_full_forward<B: Backend>() {
             &routing_of(10, 14),
             ints(&pos[10..], &device),
             Tensor::from_data(TensorData::new(vec![false; 4 * 14], [4, 14]), &device),
-            &cache,
+            &mut cache,
+            CacheWrite::Discard,
         )
         .unwrap_err();
     assert!(

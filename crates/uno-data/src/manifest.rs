@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{DataError, Dataset, RgbImage, TextTokenizer, TrainItem, resize_to_bucket};
-use crate::packing::{ImageSize, Sample, Supervision};
+use crate::{DataError, Dataset, RgbImage, TextTokenizer, TrainItem, resize_to_bucket};
+use uno_packing::{ImageSize, Sample, Supervision};
 
 /// One manifest line.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -9,8 +9,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::{DataError, Dataset, RgbImage, TextTokenizer, TrainItem};
-use crate::packing::{ImageSize, Sample, SpecialTokens, Supervision};
+use crate::tokenizer::SPECIAL_TOKENS;
+use crate::{DataError, Dataset, RgbImage, TextTokenizer, TrainItem};
+use uno_packing::{ImageSize, Sample, SpecialTokens, Supervision};
 
 /// (prompt word, re-caption word, RGB)
 const COLORS: [(&str, &str, [f32; 3]); 6] = [
@@ -172,14 +173,6 @@ pub struct SyntheticScenes {
     supervision: (bool, bool),
 }
 
-/// Special tokens of the synthetic vocabulary, appended after the words.
-const SPECIALS: [&str; 4] = [
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-];
-
 impl SyntheticScenes {
     /// A data set whose items carry both UNO supervision splits.
     pub fn new(config: SyntheticConfig) -> Result<Self, DataError> {
@@ -216,7 +209,7 @@ impl SyntheticScenes {
         for (p, r) in CELLS {
             words.extend(p.split(' ').chain(r.split(' ')));
         }
-        words.extend(SPECIALS);
+        words.extend(SPECIAL_TOKENS);
         let mut seen = std::collections::HashSet::new();
         words.retain(|w| seen.insert(*w));
         words
@@ -228,17 +221,9 @@ impl SyntheticScenes {
 
     /// The special token ids of this vocabulary, for `PackingConfig::special_tokens`.
     pub fn special_tokens(&self) -> SpecialTokens {
-        let id = |t| {
-            self.tokenizer
-                .token_id(t)
-                .expect("specials are in the vocabulary")
-        };
-        SpecialTokens {
-            im_start: id(SPECIALS[0]),
-            im_end: id(SPECIALS[1]),
-            vision_start: id(SPECIALS[2]),
-            vision_end: id(SPECIALS[3]),
-        }
+        self.tokenizer
+            .special_tokens()
+            .expect("the synthetic vocabulary holds the special tokens")
     }
 
     pub fn config(&self) -> &SyntheticConfig {

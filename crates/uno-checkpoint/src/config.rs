@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use super::CheckpointError;
+use crate::CheckpointError;
 
 /// Read and parse a JSON config file into `T` (any `serde::Deserialize` type).
 ///

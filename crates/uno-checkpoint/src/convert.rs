@@ -6,7 +6,7 @@
 use half::{bf16, f16};
 use safetensors::Dtype;
 
-use super::CheckpointError;
+use crate::CheckpointError;
 
 /// How a tensor is laid out in the file relative to the Burn tensor it maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,7 +55,7 @@ impl Layout {
     }
 }
 
-/// Element type of the tensors a [`WeightWriter`](super::WeightWriter) writes.
+/// Element type of the tensors a [`WeightWriter`](crate::WeightWriter) writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SaveDtype {
     /// 32-bit floats: a lossless round trip of f32 models.

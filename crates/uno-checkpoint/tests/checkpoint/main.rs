@@ -14,7 +14,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use uno_core::checkpoint::{
+use uno_checkpoint::{
     CheckpointError, Layout, SaveDtype, UnexpectedKeys, WeightReader, WeightWriter,
     read_json_config,
 };

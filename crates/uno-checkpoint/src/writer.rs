@@ -3,17 +3,16 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use safetensors::{Dtype, SafeTensorError, View};
 
-use super::CheckpointError;
-use super::convert::{Layout, SaveDtype, encode};
+use crate::CheckpointError;
+use crate::atomic::write_atomically;
+use crate::convert::{Layout, SaveDtype, encode};
 
 /// Produces a tensor's data (in Burn's shape and order) when the file is written.
 type Fetch<'a> = Box<dyn Fn() -> Result<TensorData, CheckpointError> + 'a>;
@@ -32,7 +31,7 @@ struct Pending<'a> {
 ///
 /// [`WeightWriter::write`] writes a temporary file in the target's directory, fsyncs it and
 /// renames it over the target: the target is either its old content or the complete new
-/// file, never a partial one, and a [`WeightReader`](super::WeightReader) that has the old
+/// file, never a partial one, and a [`WeightReader`](crate::WeightReader) that has the old
 /// file mapped keeps reading the old data. On failure the temporary file is removed.
 ///
 /// The lifetime `'a` is that of borrowed data sources ([`WeightWriter::add_deferred`]);
@@ -103,7 +102,7 @@ impl<'a> WeightWriter<'a> {
     /// as `layout.file_shape(burn_shape)`). The closure runs once, during
     /// [`WeightWriter::write`]; an error it returns aborts the write (the target file is left
     /// untouched). This streams tensors from elsewhere, e.g. copying the keys of a
-    /// [`WeightReader`](super::WeightReader) one at a time with `read_data`.
+    /// [`WeightReader`](crate::WeightReader) one at a time with `read_data`.
     pub fn add_deferred(
         &mut self,
         key: impl Into<String>,
@@ -179,7 +178,7 @@ impl<'a> WeightWriter<'a> {
     }
 
     /// Add a module parameter in Burn's record form (after its save mapper, the form
-    /// [`WeightReader::load_param`](super::WeightReader::load_param) reads back).
+    /// [`WeightReader::load_param`](crate::WeightReader::load_param) reads back).
     pub fn add_param<B: Backend, const D: usize>(
         &mut self,
         key: impl Into<String>,
@@ -234,37 +233,13 @@ impl<'a> WeightWriter<'a> {
         )
     }
 
-    /// Write all tensors to `path` atomically (temporary file in the same directory, fsync,
-    /// rename over `path`, then a best-effort fsync of the directory).
+    /// Write all tensors to `path` atomically ([`write_atomically`]: temporary file in the
+    /// same directory, fsync, rename over `path`, then a best-effort fsync of the directory).
     ///
     /// On error `path` is untouched and no temporary file is left behind.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
         let path = path.as_ref();
-        let Some(file_name) = path.file_name() else {
-            return Err(CheckpointError::Write {
-                path: path.to_path_buf(),
-                reason: "the path names no file".into(),
-            });
-        };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}-{}",
-            file_name.to_string_lossy(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = self
-            .write_temp(path, &tmp)
-            .and_then(|()| commit(&tmp, path, dir));
-        if result.is_err() {
-            // Nothing to clean if the temporary file was never created.
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        write_atomically(path, |tmp| self.write_temp(path, tmp))
     }
 
     /// Serialize everything to `tmp` (with the safetensors crate's own writer).
@@ -307,29 +282,6 @@ impl<'a> WeightWriter<'a> {
             },
         })
     }
-}
-
-/// fsync `tmp`, rename it to `path`, fsync the directory (best effort).
-fn commit(tmp: &Path, path: &Path, dir: &Path) -> Result<(), CheckpointError> {
-    OpenOptions::new()
-        .write(true)
-        .open(tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(CheckpointError::io("sync", tmp))?;
-    std::fs::rename(tmp, path).map_err(|source| CheckpointError::Io {
-        action: "rename into place",
-        path: PathBuf::from(path),
-        source,
-    })?;
-    // Make the rename itself durable. Best effort: some filesystems refuse to fsync a
-    // directory, and the new file is already complete and in place.
-    #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
 }
 
 fn check_float(key: &str, data: &TensorData) -> Result<(), CheckpointError> {

@@ -1,10 +1,16 @@
+//! # uno-data
+//!
 //! Training data for UNO: a dataset trait, a JSONL manifest of real images, an embedded
-//! synthetic set that needs no files, and the tokenizer they share.
+//! synthetic set that needs no files, and the tokenizer they share. It depends on
+//! `uno-packing` (a dataset yields packing [`Sample`]s), `image` and `tokenizers`, never on a
+//! model: image transforms, buckets and token-budget plans live here too.
 //!
 //! A dataset yields [`TrainItem`]s: the packing [`Sample`] (token ids and image sizes) plus
 //! the pixels the model encodes (the clean target, and for edits the source image).
 //! Random access by index keeps training reproducible and resumable: the data position
 //! saved in a checkpoint is just the next index.
+
+#![warn(missing_docs)]
 
 mod error;
 mod image;
@@ -16,9 +22,9 @@ pub use error::DataError;
 pub use image::{RgbImage, resize_to_bucket};
 pub use manifest::{ManifestDataset, ManifestRecord};
 pub use synthetic::{Scene, Shape, ShapeKind, SyntheticConfig, SyntheticScenes};
-pub use tokenizer::TextTokenizer;
+pub use tokenizer::{SPECIAL_TOKENS, TextTokenizer};
 
-use crate::packing::Sample;
+use uno_packing::Sample;
 
 /// One training example: what to pack, and the pixels behind its images.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use uno_core::data::{
+use uno_data::{
     DataError, Dataset, ManifestDataset, RgbImage, SyntheticConfig, SyntheticScenes, TextTokenizer,
 };
-use uno_core::packing::{PackedSequence, PackingConfig, Sample, Supervision};
+use uno_packing::{PackedSequence, PackingConfig, Sample, Supervision};
 
 fn scenes() -> SyntheticScenes {
     SyntheticScenes::new(SyntheticConfig {

@@ -12,9 +12,9 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
-use super::CheckpointError;
-use super::convert::{Layout, decode_f32};
-use super::error::first_keys;
+use crate::CheckpointError;
+use crate::convert::{Layout, decode_f32};
+use crate::error::first_keys;
 
 /// What [`WeightReader::finish`] does with checkpoint keys the model never read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

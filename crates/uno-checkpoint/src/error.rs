@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use super::Layout;
+use crate::Layout;
 
 /// How many keys an error message lists before it summarises the rest as "... and N more".
 pub const KEYS_SHOWN: usize = 5;
@@ -89,7 +89,7 @@ pub enum CheckpointError {
 
     /// Keys of the checkpoint that the model never read (under [`UnexpectedKeys::Error`]).
     ///
-    /// [`UnexpectedKeys::Error`]: super::UnexpectedKeys::Error
+    /// [`UnexpectedKeys::Error`]: crate::UnexpectedKeys::Error
     #[error("{total} unexpected key(s) in `{origin}` were not loaded: {}", key_list(.keys, *.total))]
     UnexpectedKeys {
         /// The checkpoint (file or index path).
@@ -138,7 +138,7 @@ pub enum CheckpointError {
         rank: usize,
     },
 
-    /// The same key was added twice to a [`WeightWriter`](super::WeightWriter).
+    /// The same key was added twice to a [`WeightWriter`](crate::WeightWriter).
     #[error("duplicate key `{key}`")]
     DuplicateKey {
         /// The key.

@@ -7,7 +7,9 @@ use tokenizers::Tokenizer;
 use tokenizers::models::wordlevel::WordLevel;
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
 
-use super::DataError;
+use uno_packing::SpecialTokens;
+
+use crate::DataError;
 
 /// A tokenizer that never adds special tokens: the packer frames texts itself.
 #[derive(Clone)]
@@ -22,6 +24,14 @@ impl std::fmt::Debug for TextTokenizer {
             .finish()
     }
 }
+
+/// BAGEL's special tokens, in [`SpecialTokens`] field order (Qwen2.5's names).
+pub const SPECIAL_TOKENS: [&str; 4] = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+];
 
 /// The word-level tokenizer's unknown-word token (id 0).
 pub const UNK: &str = "[UNK]";
@@ -73,6 +83,23 @@ impl TextTokenizer {
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// The ids of BAGEL's four special tokens (Qwen2.5's names, which the synthetic
+    /// vocabulary uses too), for `PackingConfig::special_tokens`; the error names the first
+    /// one the vocabulary lacks.
+    pub fn special_tokens(&self) -> Result<SpecialTokens, DataError> {
+        let id = |name: &str| {
+            self.token_id(name).ok_or_else(|| {
+                DataError::Tokenizer(format!("the vocabulary has no special token {name}"))
+            })
+        };
+        Ok(SpecialTokens {
+            im_start: id(SPECIAL_TOKENS[0])?,
+            im_end: id(SPECIAL_TOKENS[1])?,
+            vision_start: id(SPECIAL_TOKENS[2])?,
+            vision_end: id(SPECIAL_TOKENS[3])?,
+        })
     }
 
     /// Save as a `tokenizer.json` (so a trained toy model ships with its vocabulary).

@@ -1,7 +1,11 @@
-//! Checkpoint I/O: named weights in safetensors files, read memory-mapped, written atomically.
+//! # uno-checkpoint
 //!
-//! This is the generic layer the BAGEL key mapping is built on; it knows nothing about
-//! BAGEL's names.
+//! Checkpoint I/O: named weights in safetensors files, read memory-mapped, written
+//! atomically, and the atomic-write primitives every file the workspace persists goes
+//! through.
+//!
+//! This is the generic layer the BAGEL key mapping (in `uno-core`) is built on; it knows
+//! nothing about BAGEL's names.
 //!
 //! * [`WeightReader`] opens one `*.safetensors` file or a sharded checkpoint through its
 //!   `*.safetensors.index.json`, memory-mapped: opening reads the headers only, and each
@@ -18,6 +22,8 @@
 //!   writing) and writes one safetensors file in f32, bf16 or f16 ([`SaveDtype`]), with
 //!   optional `__metadata__`, atomically (temporary file in the target's directory, fsync,
 //!   rename).
+//! * [`write_atomically`], [`write_bytes_atomically`], [`write_synced`], [`sync_dir`]: the
+//!   crash-safe write recipe, shared with `uno-trainer`'s checkpoint directories.
 //! * [`read_json_config`] parses a JSON config with errors that name the file.
 //! * [`CheckpointError`]: every error names its culprit (path, key, expected and found
 //!   shape); nothing here panics on a user file.
@@ -53,9 +59,9 @@
 //! ```no_run
 //! use burn::backend::Flex;
 //! use burn::nn::LinearConfig;
-//! use uno_core::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader, WeightWriter};
+//! use uno_checkpoint::{SaveDtype, UnexpectedKeys, WeightReader, WeightWriter};
 //!
-//! # fn main() -> Result<(), uno_core::checkpoint::CheckpointError> {
+//! # fn main() -> Result<(), uno_checkpoint::CheckpointError> {
 //! let device = Default::default();
 //! let reader = WeightReader::open("ema.safetensors")?; // or "model.safetensors.index.json"
 //! reader.check_keys(["connector.fc1.weight", "connector.fc1.bias"])?;
@@ -70,12 +76,16 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
+mod atomic;
 mod config;
 mod convert;
 mod error;
 mod reader;
 mod writer;
 
+pub use atomic::{sync_dir, write_atomically, write_bytes_atomically, write_synced};
 pub use config::read_json_config;
 pub use convert::{Layout, SaveDtype};
 pub use error::{CheckpointError, KEYS_SHOWN};

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use ::image::{DynamicImage, imageops::FilterType};
 
-use super::DataError;
+use crate::DataError;
 
 /// An RGB image, channel-major `[3, height, width]`, values in `[0, 1]`.
 #[derive(Debug, Clone, PartialEq)]

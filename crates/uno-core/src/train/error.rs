@@ -1,0 +1,75 @@
+//! [`RunError`]: everything that can stop a UNO run, each naming its culprit.
+
+use std::path::PathBuf;
+
+use crate::bagel::BagelError;
+use crate::checkpoint::CheckpointError;
+use crate::data::DataError;
+use crate::trainer::{BoxError, TrainError};
+
+/// Errors of [`super::run`] and [`super::RunConfig`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A run-config value parsed but is out of range.
+    #[error("config `{key}` = {value}: {reason}")]
+    InvalidConfig {
+        /// The dotted key.
+        key: &'static str,
+        /// The offending value, as text.
+        value: String,
+        /// The accepted range.
+        reason: &'static str,
+    },
+    /// The run asks for another number of metaqueries than the model has (they are
+    /// weights, so a run cannot change their number).
+    #[error("config model.metaqueries = {config} but the model has {model} metaqueries")]
+    MetaqueryMismatch {
+        /// `model.metaqueries` of the run config.
+        config: usize,
+        /// The model's `num_metaqueries`.
+        model: usize,
+    },
+    /// The data's tokenizer does not fit the model's vocabulary or special tokens.
+    #[error("tokenizer {}: {reason}", .path.display())]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What disagrees.
+        reason: String,
+    },
+    /// The output folder already holds this run's or another run's checkpoints.
+    #[error(
+        "{} already holds checkpoints: resume them, or choose another output_dir for a new run",
+        .dir.display()
+    )]
+    ExistingRun {
+        /// The output folder.
+        dir: PathBuf,
+    },
+    /// A file operation failed.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration, the loop or its checkpoints.
+    #[error(transparent)]
+    Trainer(#[from] TrainError),
+    /// The model: building, loading or its forward.
+    #[error(transparent)]
+    Model(#[from] BagelError),
+    /// The data set or its tokenizer.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Writing the final weights.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// An evaluation-hook error, as the trainer reports it.
+    #[error("evaluation: {0}")]
+    Eval(BoxError),
+}

@@ -1,0 +1,278 @@
+//! [`run`]: a whole UNO post-training run from a [`RunSpec`], the library entry point
+//! behind `examples/train_bagel.rs`, callable from a researcher's own code.
+//!
+//! It chooses the model and the data, applies the run's settings to the model, writes the
+//! run folder (a BAGEL folder: configs first, weights at the end), wires the held-out
+//! evaluation into the trainer's hook, trains (or resumes) and writes the final model and
+//! EMA weights. It prints nothing itself; the trainer's progress bar and summary follow
+//! `metrics.progress`.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::AutodiffBackend;
+
+use super::{HeldOut, PackedBatches, RunConfig, RunError, UnoTrainee};
+use crate::bagel::{Bagel, BagelConfig, save_codec};
+use crate::checkpoint::{SaveDtype, UnexpectedKeys};
+use crate::data::{Dataset, ManifestDataset, SyntheticConfig, SyntheticScenes, TextTokenizer};
+use crate::objectives::ConditionDropoutConfig;
+use crate::packing::PackingConfig;
+use crate::trainer::checkpoint::latest_checkpoint;
+use crate::trainer::{TrainSummary, Trainer};
+use crate::vae::Codec;
+
+/// Micro-batches in the held-out evaluation set.
+const EVAL_BATCHES: usize = 2;
+/// Mixed into the run's seed for the synthetic held-out scenes.
+pub const HELD_OUT_SEED: u64 = 0x5eed_0e7a;
+
+/// Where the model of a run comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A tiny BAGEL-shaped model ([`BagelConfig::tiny`]) over the data's vocabulary,
+    /// randomly initialised from the run's seed.
+    Tiny,
+    /// A BAGEL folder (configs + weights, and `ae.safetensors` for a FLUX codec): a release
+    /// or one a run wrote.
+    Folder(PathBuf),
+}
+
+/// What a run trains on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrainData {
+    /// The embedded synthetic shapes set at `model.resolution.max` pixels; evaluation on
+    /// scenes of another seed, never trained on.
+    Synthetic,
+    /// A JSONL manifest of real images ([`ManifestDataset`]) with its tokenizer.
+    Manifest {
+        /// The training manifest.
+        manifest: PathBuf,
+        /// The Hugging Face `tokenizer.json` of the texts.
+        tokenizer: PathBuf,
+        /// A held-out manifest for the evaluation hook (none: no evaluation).
+        eval: Option<PathBuf>,
+    },
+}
+
+/// One run: its configuration, model, data and whether to continue its checkpoints.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The resolved configuration (validated again by [`run`]).
+    pub config: RunConfig,
+    /// The model to post-train.
+    pub model: ModelSource,
+    /// The data to train on.
+    pub data: TrainData,
+    /// Continue from the newest checkpoint in `output_dir` (a fresh run when there is none).
+    pub resume: bool,
+}
+
+/// What a finished run leaves.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The trainer's summary (losses of the first and last windows, steps, skips).
+    pub summary: TrainSummary,
+    /// The run folder: a BAGEL folder with the final `model.safetensors` and
+    /// `ema.safetensors`, its configs, `metrics.jsonl` and checkpoints.
+    pub output_dir: PathBuf,
+}
+
+/// Post-train a BAGEL model with UNO as `spec` says, on `device`.
+///
+/// Every setting is checked before anything is written; a run folder that already holds
+/// checkpoints is refused unless `spec.resume`. A disabled objective (weight 0) gets no
+/// split in the data, so it costs no tokens.
+pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunReport, RunError> {
+    let RunSpec {
+        config,
+        model,
+        data,
+        resume,
+    } = spec;
+    config.validate()?;
+    let out = config.trainer.output_dir.clone();
+    // Burn's initialisers draw from the backend's global RNG: seed it so a run is
+    // reproducible (the trainer seeds its own host RNG for data, noise and dropout).
+    B::seed(device, config.trainer.seed);
+    let supervision = (config.loss.caption > 0.0, config.loss.visual > 0.0);
+    let side = config.model.resolution.max as usize;
+    let tokenizer = match &data {
+        TrainData::Synthetic => None,
+        TrainData::Manifest { tokenizer, .. } => {
+            Some((TextTokenizer::from_file(tokenizer)?, tokenizer.clone()))
+        }
+    };
+    let synthetic = SyntheticScenes::new(SyntheticConfig {
+        image_size: side,
+        seed: config.trainer.seed,
+        ..SyntheticConfig::default()
+    })?
+    .with_supervision(supervision.0, supervision.1);
+    let text = tokenizer.as_ref().map_or(synthetic.tokenizer(), |(t, _)| t);
+
+    let (mut model_config, model, codec) = match &model {
+        ModelSource::Folder(dir) => {
+            let (config, model, _) = Bagel::load_folder(dir, device, UnexpectedKeys::Warn)?;
+            let codec = config.load_codec(dir, device)?;
+            (config, model, codec)
+        }
+        ModelSource::Tiny => {
+            let specials = match &tokenizer {
+                Some((t, path)) => t.special_tokens().map_err(|e| RunError::Tokenizer {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+                None => synthetic.special_tokens(),
+            };
+            let c = BagelConfig::tiny(text.vocab_size(), specials);
+            let m = c.init::<B>(device)?;
+            (c, m, Codec::pixel())
+        }
+    };
+    if let Some((t, path)) = &tokenizer {
+        check_tokenizer(t, path, &model_config)?;
+    }
+    config.apply_to(&mut model_config)?;
+    model_config.validate()?;
+
+    if !resume && latest_checkpoint(&out)?.is_some() {
+        return Err(RunError::ExistingRun { dir: out });
+    }
+    std::fs::create_dir_all(&out).map_err(|source| RunError::Io {
+        action: "create",
+        path: out.clone(),
+        source,
+    })?;
+    // The output folder is a BAGEL folder: configs now, weights at the end.
+    model_config.save_folder(&out)?;
+    save_codec(&codec, &out)?;
+
+    let trainee = UnoTrainee::new(model, model_config.objective()?).with_codec(codec);
+    let mut trainer = if resume {
+        Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
+    } else {
+        Trainer::new(config.trainer.clone(), trainee, device.clone())?
+    };
+    let packing = model_config.packing();
+    let summary = match (&data, &tokenizer) {
+        (TrainData::Manifest { manifest, eval, .. }, Some((text, _))) => {
+            let open = |path: &Path| -> Result<ManifestDataset, RunError> {
+                Ok(
+                    ManifestDataset::open(path, text.clone(), vec![(side, side)])?
+                        .with_metaqueries(supervision.1),
+                )
+            };
+            let eval = match eval {
+                Some(path) => Some(held_out(open(path)?, &config, &packing, device)?),
+                None => None,
+            };
+            let train = batches(open(manifest)?, &config, &packing, device);
+            fit(&mut trainer, train, eval.as_ref())?
+        }
+        _ => {
+            // Scenes the run never trains on: the same generator under another seed.
+            let unseen = SyntheticScenes::new(SyntheticConfig {
+                image_size: side,
+                seed: config.trainer.seed ^ HELD_OUT_SEED,
+                ..SyntheticConfig::default()
+            })?
+            .with_supervision(supervision.0, supervision.1);
+            let eval = held_out(unseen, &config, &packing, device)?;
+            let train = batches(synthetic, &config, &packing, device);
+            fit(&mut trainer, train, Some(&eval))?
+        }
+    };
+    // The trained model as a folder `ModelSource::Folder` can load.
+    let (model, ema) = trainer.into_parts()?;
+    model
+        .model
+        .save_safetensors(&out.join("model.safetensors"), SaveDtype::F32)?;
+    ema.model
+        .save_safetensors(&out.join("ema.safetensors"), SaveDtype::F32)?;
+    Ok(RunReport {
+        summary,
+        output_dir: out,
+    })
+}
+
+/// A tokenizer must frame texts with the model's special tokens and produce ids the
+/// model's embedding has rows for.
+fn check_tokenizer(
+    tokenizer: &TextTokenizer,
+    path: &Path,
+    model: &BagelConfig,
+) -> Result<(), RunError> {
+    let refuse = |reason: String| {
+        Err(RunError::Tokenizer {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    if tokenizer.vocab_size() > model.llm.vocab_size {
+        return refuse(format!(
+            "{} tokens, but the model embeds only {}",
+            tokenizer.vocab_size(),
+            model.llm.vocab_size
+        ));
+    }
+    match tokenizer.special_tokens() {
+        Ok(t) if t == model.special_tokens => Ok(()),
+        Ok(t) => refuse(format!(
+            "special tokens {t:?}, but the model was trained with {:?}",
+            model.special_tokens
+        )),
+        Err(e) => refuse(e.to_string()),
+    }
+}
+
+/// Micro-batches of `dataset` with BAGEL's condition dropout.
+fn batches<B: AutodiffBackend, D: Dataset>(
+    dataset: D,
+    config: &RunConfig,
+    packing: &PackingConfig,
+    device: &B::Device,
+) -> PackedBatches<D, B> {
+    PackedBatches {
+        dataset,
+        batch_size: config.data.batch_size,
+        packing: packing.clone(),
+        dropout: ConditionDropoutConfig::new(),
+        device: device.clone(),
+    }
+}
+
+/// The fixed evaluation batches of `dataset`, under noise seeded by the run's seed.
+fn held_out<B: AutodiffBackend, D: Dataset>(
+    dataset: D,
+    config: &RunConfig,
+    packing: &PackingConfig,
+    device: &B::Device,
+) -> Result<HeldOut<B>, RunError> {
+    HeldOut::new(
+        dataset,
+        EVAL_BATCHES,
+        config.data.batch_size,
+        packing.clone(),
+        device.clone(),
+        config.trainer.seed,
+    )
+    .map_err(RunError::Eval)
+}
+
+/// Train; every `metrics.eval_every` steps evaluate the model and its EMA on `held_out`
+/// (`eval_*` and `ema_eval_*` lines in metrics.jsonl).
+fn fit<B: AutodiffBackend, D: Dataset>(
+    trainer: &mut Trainer<B, UnoTrainee<B>>,
+    mut data: PackedBatches<D, B>,
+    held_out: Option<&HeldOut<B>>,
+) -> Result<TrainSummary, RunError> {
+    let Some(held_out) = held_out else {
+        return Ok(trainer.fit(&mut data, None)?);
+    };
+    let mut hook = |_step: u64, model: &UnoTrainee<B>, ema: &UnoTrainee<B>| {
+        let mut values = held_out.evaluate(model, "eval_")?;
+        values.extend(held_out.evaluate(ema, "ema_eval_")?);
+        Ok(values)
+    };
+    Ok(trainer.fit(&mut data, Some(&mut hook))?)
+}

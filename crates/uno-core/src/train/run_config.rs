@@ -1,0 +1,341 @@
+//! [`RunConfig`]: one TOML file describes a UNO run: the generic trainer's settings
+//! ([`TrainConfig`], flattened: `iterations`, `[optimizer]`, `[schedule]`, ...) and the
+//! settings of the model side that the trainer never reads (`[loss]`, `[model]`, `[data]`).
+//!
+//! Loading order: defaults (paper appendix A, Table 11), then the file (unknown keys are
+//! errors, in either part), then `key=value` overrides ([`apply_overrides`]), then
+//! [`RunConfig::validate`]. [`RunConfig::apply_to`] is the one place the run's settings
+//! reach a [`BagelConfig`].
+
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::RunError;
+use crate::bagel::BagelConfig;
+use crate::trainer::{TrainConfig, TrainError, apply_overrides};
+
+/// The embedded default run: a tiny BAGEL-shaped model on the synthetic shapes data, a
+/// few minutes on a 2-core CPU (`configs/tiny.toml` in this crate).
+const TINY: &str = include_str!("../../configs/tiny.toml");
+
+/// Everything a UNO run needs (paper appendix A, Table 11), as one TOML file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunConfig {
+    /// The generic training loop's settings; in the file they are top-level keys and
+    /// tables (`iterations`, `seed`, `output_dir`, `[optimizer]`, `[schedule]`, `[ema]`,
+    /// `[checkpoint]`, `[guards]`, `[metrics]`).
+    #[serde(flatten)]
+    pub trainer: TrainConfig,
+    /// `[loss]`: weights of the auxiliary losses.
+    pub loss: LossWeights,
+    /// `[model]`: settings the model is built or checked with.
+    pub model: ModelSettings,
+    /// `[data]`: how micro-batches are made.
+    pub data: DataSettings,
+}
+
+/// Weights of the auxiliary losses: `L = L_fm + caption * L_cap + visual * L_vis`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossWeights {
+    /// Caption (language) loss weight (paper: 0.1).
+    pub caption: f64,
+    /// Visual (metaquery) loss weight (paper: 0.2).
+    pub visual: f64,
+}
+
+/// Model-side settings of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Number of metaquery tokens (paper: 256); must equal the model's.
+    pub metaqueries: u32,
+    /// Flow-matching timestep shift (paper: 4.0).
+    pub timestep_shift: f64,
+    /// Image side range, in pixels.
+    pub resolution: ResolutionRange,
+}
+
+/// Image side length range (paper: 512 to 1024).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResolutionRange {
+    /// Smallest side.
+    pub min: u32,
+    /// Largest side.
+    pub max: u32,
+}
+
+/// How micro-batches are made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSettings {
+    /// Samples packed into one micro-batch.
+    pub batch_size: usize,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self {
+            caption: 0.1,
+            visual: 0.2,
+        }
+    }
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            metaqueries: 256,
+            timestep_shift: 4.0,
+            resolution: ResolutionRange::default(),
+        }
+    }
+}
+
+impl Default for ResolutionRange {
+    fn default() -> Self {
+        Self {
+            min: 512,
+            max: 1024,
+        }
+    }
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self { batch_size: 8 }
+    }
+}
+
+/// The file's tables that belong to the model side; every other key is the trainer's.
+const MODEL_SIDE: [&str; 3] = ["loss", "model", "data"];
+
+impl<'de> Deserialize<'de> for RunConfig {
+    /// Split the file's keys between the two parts: `[loss]`, `[model]` and `[data]` are
+    /// the model side's, everything else goes to [`TrainConfig`], which rejects unknown
+    /// keys (serde's `flatten` cannot be combined with `deny_unknown_fields`).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        fn part<T: Default + serde::de::DeserializeOwned, E: serde::de::Error>(
+            table: &mut toml::Table,
+            key: &str,
+        ) -> Result<T, E> {
+            match table.remove(key) {
+                Some(value) => value.try_into().map_err(E::custom),
+                None => Ok(T::default()),
+            }
+        }
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let [loss, model, data] = MODEL_SIDE;
+        Ok(Self {
+            loss: part(&mut table, loss)?,
+            model: part(&mut table, model)?,
+            data: part(&mut table, data)?,
+            trainer: toml::Value::Table(table)
+                .try_into()
+                .map_err(D::Error::custom)?,
+        })
+    }
+}
+
+impl RunConfig {
+    /// The embedded tiny run (`configs/tiny.toml`): hidden 32, 2 layers, PixelCodec latents,
+    /// the synthetic shapes data; a few minutes on a 2-core CPU.
+    pub fn tiny() -> Self {
+        Self::from_toml_str(TINY, "configs/tiny.toml (embedded)")
+            .expect("the embedded tiny config parses")
+    }
+
+    /// Parse TOML text (missing keys take their defaults, unknown keys are errors), without
+    /// validating. `source_name` is used in error messages.
+    pub fn from_toml_str(text: &str, source_name: &str) -> Result<Self, RunError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            RunError::Trainer(TrainError::ConfigParse {
+                source_name: source_name.to_string(),
+                message: e.to_string().trim_end().to_string(),
+            })
+        })
+    }
+
+    /// Load a run: `path` (or [`Self::tiny`] when `None`), then the `key=value` overrides,
+    /// then [`Self::validate`].
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, RunError> {
+        let config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| RunError::Io {
+                    action: "read",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Self::from_toml_str(&text, &path.display().to_string())?
+            }
+            None => Self::tiny(),
+        };
+        let config = config.with_overrides(overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Apply dotted `key=value` overrides to either part (`optimizer.lr=2e-4`,
+    /// `loss.caption=0`, `data.batch_size=4`). Does not validate ranges.
+    pub fn with_overrides<S: AsRef<str>>(self, overrides: &[S]) -> Result<Self, RunError> {
+        Ok(apply_overrides(self, overrides)?)
+    }
+
+    /// The whole resolved configuration as TOML (what a run folder records).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a run config serialises to TOML")
+    }
+
+    /// Check every value is in range; the error names the key.
+    pub fn validate(&self) -> Result<(), RunError> {
+        self.trainer.validate()?;
+        let bad = |key: &'static str, value: &dyn ToString, reason: &'static str| {
+            Err(RunError::InvalidConfig {
+                key,
+                value: value.to_string(),
+                reason,
+            })
+        };
+        for (key, w) in [
+            ("loss.caption", self.loss.caption),
+            ("loss.visual", self.loss.visual),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(key, &w, "must be finite and >= 0");
+            }
+        }
+        let m = &self.model;
+        if m.metaqueries == 0 {
+            return bad("model.metaqueries", &0, "must be at least 1");
+        }
+        if !(m.timestep_shift.is_finite() && m.timestep_shift > 0.0) {
+            return bad(
+                "model.timestep_shift",
+                &m.timestep_shift,
+                "must be finite and > 0",
+            );
+        }
+        if m.resolution.min == 0 {
+            return bad("model.resolution.min", &0, "must be at least 1");
+        }
+        if m.resolution.max < m.resolution.min {
+            return bad(
+                "model.resolution.max",
+                &m.resolution.max,
+                "must be >= model.resolution.min",
+            );
+        }
+        if self.data.batch_size == 0 {
+            return bad("data.batch_size", &0, "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Put this run's loss weights and timestep shift into `model`, after checking that the
+    /// run's metaquery count is the model's (a model's metaqueries are weights: a run cannot
+    /// change their number).
+    pub fn apply_to(&self, model: &mut BagelConfig) -> Result<(), RunError> {
+        if model.num_metaqueries != self.model.metaqueries as usize {
+            return Err(RunError::MetaqueryMismatch {
+                config: self.model.metaqueries as usize,
+                model: model.num_metaqueries,
+            });
+        }
+        model.loss.caption = self.loss.caption;
+        model.loss.visual = self.loss.visual;
+        model.timestep_shift = self.model.timestep_shift;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_side_tables_are_split_off_and_unknown_keys_rejected() {
+        let text = "iterations = 7\n[optimizer]\nlr = 3e-4\n[loss]\ncaption = 0.5\n\
+                    [model]\nmetaqueries = 4\n[data]\nbatch_size = 2\n";
+        let c = RunConfig::from_toml_str(text, "x.toml").unwrap();
+        assert_eq!((c.trainer.iterations, c.trainer.optimizer.lr), (7, 3e-4));
+        assert_eq!((c.loss.caption, c.loss.visual), (0.5, 0.2));
+        assert_eq!((c.model.metaqueries, c.data.batch_size), (4, 2));
+        for (text, key) in [
+            ("[loss]\ncaptoin = 1\n", "captoin"),
+            ("[model]\nresolution = { min = 1, maxx = 2 }\n", "maxx"),
+            ("[optimizer]\nlrr = 1\n", "lrr"),
+            ("iteration = 1\n", "iteration"),
+            ("[data]\nbatch = 1\n", "batch"),
+        ] {
+            let err = RunConfig::from_toml_str(text, "x.toml").unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(key) && msg.contains("x.toml"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn serialises_flat_and_round_trips() {
+        let c = RunConfig::tiny()
+            .with_overrides(&["loss.visual=0.5", "data.batch_size=3", "optimizer.lr=1e-3"])
+            .unwrap();
+        let text = c.to_toml();
+        assert!(
+            text.contains("iterations = ") && !text.contains("[trainer]"),
+            "{text}"
+        );
+        assert_eq!(RunConfig::from_toml_str(&text, "round trip").unwrap(), c);
+    }
+
+    #[test]
+    fn overrides_reach_both_parts_and_validation_names_the_key() {
+        let c = RunConfig::default()
+            .with_overrides(&["model.resolution.max=768", "iterations=3"])
+            .unwrap();
+        assert_eq!((c.model.resolution.max, c.trainer.iterations), (768, 3));
+        for (raw, key) in [
+            ("loss.caption=-1", "loss.caption"),
+            ("loss.visual=nan", "loss.visual"),
+            ("model.metaqueries=0", "model.metaqueries"),
+            ("model.timestep_shift=0", "model.timestep_shift"),
+            ("model.resolution.min=2048", "model.resolution.max"),
+            ("data.batch_size=0", "data.batch_size"),
+            ("optimizer.lr=0", "optimizer.lr"),
+        ] {
+            let err = RunConfig::default()
+                .with_overrides(&[raw])
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains(key), "{raw}: {err}");
+        }
+        let err = RunConfig::default()
+            .with_overrides(&["loss.captoin=1"])
+            .unwrap_err();
+        assert!(err.to_string().contains("loss.captoin"), "{err}");
+    }
+
+    #[test]
+    fn apply_to_sets_weights_and_refuses_other_metaquery_counts() {
+        let mut model = BagelConfig::tiny(64, Default::default());
+        let run = RunConfig::tiny()
+            .with_overrides(&["loss.caption=0.3", "model.timestep_shift=2.5"])
+            .unwrap();
+        run.apply_to(&mut model).unwrap();
+        assert_eq!((model.loss.caption, model.loss.visual), (0.3, 0.2));
+        assert_eq!(model.timestep_shift, 2.5);
+        let err = RunConfig::default().apply_to(&mut model).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RunError::MetaqueryMismatch {
+                    config: 256,
+                    model: 4
+                }
+            ),
+            "{err}"
+        );
+    }
+}
