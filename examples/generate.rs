@@ -1,5 +1,6 @@
-//! Generate images from a BAGEL folder: prompts in, a PNG grid out (one row per prompt,
-//! one column per seed), with BAGEL's sampler and classifier-free guidance.
+//! Generate images from a BAGEL folder: flags in, [`uno_core::generate::sample_grid`] does
+//! the rest (one row per prompt, one column per seed, BAGEL's sampler and classifier-free
+//! guidance).
 //!
 //! `cargo run --release --example generate` samples the model the default training run
 //! leaves (`runs/train_bagel`, its EMA weights) on four prompts of held-out synthetic
@@ -11,17 +12,11 @@
 //! `--cfg-img 1.5` (editing only), `--shift 3.0`, `--size 32`, `--out FILE.png`,
 //! `--backend flex|ndarray|wgpu|cuda`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
-use uno_core::bagel::Bagel;
 use uno_core::burn::tensor::backend::Backend;
-use uno_core::checkpoint::UnexpectedKeys;
-use uno_core::data::{SyntheticConfig, SyntheticScenes, TextTokenizer};
-use uno_core::generate::{
-    CaptionConfig, Generator, Guidance, ImageRequest, SamplerConfig, grid, save_png,
-};
-use uno_core::packing::ImageSize;
+use uno_core::generate::{CaptionConfig, GridSpec, Guidance, SamplerConfig, sample_grid};
 
 #[path = "shared/backend.rs"]
 mod backend;
@@ -85,101 +80,46 @@ fn main() {
 }
 
 fn run<B: Backend>(args: Args) -> Result<(), BoxError> {
-    let device = B::Device::default();
-    let dir = &args.model_dir;
-    if !dir.is_dir() {
-        return Err(format!(
-            "{} is not a folder: train one with `cargo run --release --example train_bagel`, or pass --model-dir",
-            dir.display()
-        )
-        .into());
-    }
-    let (config, model, _) = Bagel::<B>::load_folder(dir, &device, UnexpectedKeys::Warn)?;
-    let codec = config.load_codec::<B>(dir, &device)?;
-    let (tokenizer, prompts) = tokenizer_and_prompts(&args, config.llm.vocab_size)?;
-
-    let generator = Generator {
-        model: &model,
-        codec: &codec,
-        packing: config.packing(),
-    };
-    let sampler = SamplerConfig {
-        steps: args.steps,
-        timestep_shift: args.shift,
-        guidance: Guidance {
-            text_scale: args.cfg_text,
-            image_scale: args.cfg_img,
-            ..Guidance::default()
+    let spec = GridSpec {
+        model_dir: args.model_dir,
+        tokenizer: args.tokenizer,
+        prompts: args.prompts,
+        seeds: args.seeds,
+        size: args.size,
+        sampler: SamplerConfig {
+            steps: args.steps,
+            timestep_shift: args.shift,
+            guidance: Guidance {
+                text_scale: args.cfg_text,
+                image_scale: args.cfg_img,
+                ..Guidance::default()
+            },
+            kv_cache: true,
         },
-        kv_cache: true,
+        caption: args.caption.then(|| CaptionConfig {
+            max_tokens: 16,
+            ..CaptionConfig::default()
+        }),
+        out: args.out,
     };
-    let mut requests = Vec::new();
-    for prompt in &prompts {
-        let tokens = tokenizer.encode(prompt)?;
-        for &seed in &args.seeds {
-            requests.push(ImageRequest {
-                prompt: tokens.clone(),
-                size: ImageSize::new(args.size, args.size),
-                source: None,
-                seed,
-            });
-        }
-    }
-    let images = generator.generate(&requests, &sampler)?;
-    for (row, prompt) in prompts.iter().enumerate() {
+    let report = sample_grid::<B>(&spec, &Default::default())?;
+    for (row, prompt) in report.prompts.iter().enumerate() {
         println!("row {row}: {prompt}");
-        if args.caption {
-            for (col, seed) in args.seeds.iter().enumerate() {
-                let image = images[row * args.seeds.len() + col].clone();
-                let caption = CaptionConfig {
-                    max_tokens: 16,
-                    ..CaptionConfig::default()
-                };
-                let tokens = generator.caption(image, None, &caption)?;
-                println!("  seed {seed} caption: {}", tokenizer.decode(&tokens)?);
-            }
+        for (seed, caption) in spec
+            .seeds
+            .iter()
+            .zip(report.captions.get(row).into_iter().flatten())
+        {
+            println!("  seed {seed} caption: {caption}");
         }
     }
-    let canvas = grid(images, args.seeds.len().max(1))?;
-    let out = args.out.clone().unwrap_or_else(|| dir.join("samples.png"));
-    save_png(&canvas, &out)?;
     println!(
         "wrote {} ({} prompts x {} seeds, {} steps, text CFG {})",
-        out.display(),
-        prompts.len(),
-        args.seeds.len(),
-        args.steps,
-        args.cfg_text
+        report.path.display(),
+        report.prompts.len(),
+        spec.seeds.len(),
+        spec.sampler.steps,
+        spec.sampler.guidance.text_scale
     );
     Ok(())
-}
-
-/// The tokenizer (the given file, else the synthetic vocabulary, which must match the
-/// model's) and the prompts (given, else held-out synthetic scenes).
-fn tokenizer_and_prompts(
-    args: &Args,
-    vocab_size: usize,
-) -> Result<(TextTokenizer, Vec<String>), BoxError> {
-    let synthetic = SyntheticScenes::new(SyntheticConfig {
-        image_size: args.size,
-        seed: 0x5eed_0e7a,
-        ..SyntheticConfig::default()
-    })?;
-    let tokenizer = match &args.tokenizer {
-        Some(path) => TextTokenizer::from_file(Path::new(path))?,
-        None if synthetic.tokenizer().vocab_size() == vocab_size => synthetic.tokenizer().clone(),
-        None => {
-            return Err(format!(
-                "the model's vocabulary has {vocab_size} tokens, not the synthetic set's {}: pass --tokenizer tokenizer.json",
-                synthetic.tokenizer().vocab_size()
-            )
-            .into());
-        }
-    };
-    let prompts = if args.prompts.is_empty() {
-        (0..4).map(|i| synthetic.scene(i).prompt()).collect()
-    } else {
-        args.prompts.clone()
-    };
-    Ok((tokenizer, prompts))
 }

@@ -318,6 +318,7 @@ fn paper_configs_parse_to_the_paper_table() {
 /// over it, and resumes it.
 #[test]
 fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
+    use uno_core::generate::{CaptionConfig, GUTTER, GridSpec, SamplerConfig, sample_grid};
     use uno_core::train::{ModelSource, RunError, RunSpec, TrainData, run};
 
     let dir = run_dir("run");
@@ -331,6 +332,7 @@ fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
                 "metrics.eval_every=2".into(),
                 "checkpoint.every=2".into(),
                 "data.batch_size=2".into(),
+                "schedule.warmup_steps=1".into(),
             ])
             .unwrap(),
         model: ModelSource::Tiny,
@@ -364,5 +366,43 @@ fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
 
     let resumed = run::<B>(spec(6, true), &device).unwrap();
     assert_eq!(resumed.summary.end_step, 6);
+
+    // The folder generates: 4 held-out prompts x 2 seeds, captioned, as one PNG grid.
+    let grid = GridSpec {
+        model_dir: dir.clone(),
+        tokenizer: None,
+        prompts: Vec::new(),
+        seeds: vec![0, 1],
+        size: 16,
+        sampler: SamplerConfig {
+            steps: 3,
+            ..SamplerConfig::default()
+        },
+        caption: Some(CaptionConfig {
+            max_tokens: 3,
+            ..CaptionConfig::default()
+        }),
+        out: None,
+    };
+    let report = sample_grid::<Flex>(&grid, &device).unwrap();
+    assert_eq!(report.path, dir.join("samples.png"));
+    assert_eq!(report.prompts.len(), 4);
+    assert!(
+        report.captions.iter().all(|row| row.len() == 2),
+        "{report:?}"
+    );
+    let png = std::fs::read(&report.path).unwrap();
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!(&png[1..4], b"PNG");
+    assert_eq!(
+        (be(16), be(20)),
+        (2 * (16 + GUTTER) + GUTTER, 4 * (16 + GUTTER) + GUTTER)
+    );
+    let missing = GridSpec {
+        model_dir: dir.join("nope"),
+        ..grid.clone()
+    };
+    let err = sample_grid::<Flex>(&missing, &device).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

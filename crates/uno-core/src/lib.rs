@@ -14,6 +14,8 @@
 //! * [`trainer`]: the post-training loop;
 //! * [`backend`]: the Burn backends enabled by this crate's features.
 
+#![warn(missing_docs)]
+
 pub mod bagel;
 pub mod embed;
 pub mod generate;

@@ -23,6 +23,8 @@
 //!
 //! This crate does not depend on `uno-packing`: it takes plain index and mask tensors.
 
+#![warn(missing_docs)]
+
 pub mod attention;
 mod config;
 mod error;

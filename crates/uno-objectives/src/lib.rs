@@ -23,6 +23,8 @@
 //! read-backs happen only on the error path, to name the offending tensor.
 //! [`UnoLossConfig::check_finite`] turns the check off.
 
+#![warn(missing_docs)]
+
 pub mod caption;
 pub mod dropout;
 pub mod error;

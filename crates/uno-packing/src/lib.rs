@@ -25,6 +25,8 @@
 //! assert!(mask.attends(10, 5)); // but sees the noised image
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod error;
 mod mask;

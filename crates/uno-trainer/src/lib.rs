@@ -15,32 +15,82 @@
 //! * atomic checkpoints (`step-000100/`), keep-last-N, and exact resume ([`checkpoint`]);
 //! * `metrics.jsonl`, a progress bar and a [`TrainSummary`].
 //!
-//! Configuration is one TOML file ([`TrainConfig`]) mirroring the paper's appendix A.
+//! Configuration is one TOML file ([`TrainConfig`]) mirroring the paper's appendix A; a model side
+//! embeds it in its own run config (uno-core's `RunConfig`) and reuses [`apply_overrides`].
 //!
 //! # Plugging a model in
-//! ```ignore
-//! impl<B: AutodiffBackend> TrainStep<B> for Bagel<B> {
-//!     type Batch = PackedBatch;
-//!     fn forward_step(&self, batch: PackedBatch, ctx: &StepContext)
-//!         -> Result<StepOutput<B>, BoxError> {
-//!         let noise = FlowNoise::sample(&batch.slots, 64, self.shift, ctx.seed)?;
-//!         let out = self.loss(batch, noise)?; // L_fm + 0.1 L_cap + 0.2 L_vis
-//!         Ok(StepOutput {
-//!             loss: out.total.clone(),
-//!             components: vec![("flow", out.flow), ("caption", out.caption), ("visual", out.visual)],
-//!             tokens: out.tokens,
-//!             samples: out.samples,
-//!         })
-//!     }
-//!     fn save_weights(&self, path: &Path) -> Result<(), BoxError> { /* BAGEL safetensors */ }
-//!     fn load_weights(self, path: &Path) -> Result<Self, BoxError> { /* same names */ }
+//!
+//! A model implements [`TrainStep`] (its loss, and its own weight files); data is any
+//! [`DataSource`], a closure included. Here a one-weight line `y = w x` learns `w = 3`:
+//!
+//! ```
+//! use std::path::Path;
+//!
+//! use burn::backend::{Autodiff, Flex};
+//! use burn::module::{Module, Param};
+//! use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+//! use burn::tensor::backend::{AutodiffBackend, Backend};
+//! use burn::tensor::{Tensor, TensorData};
+//! use uno_trainer::{BoxError, StepContext, StepOutput, TrainConfig, TrainRng, TrainStep, Trainer};
+//!
+//! #[derive(Module, Debug)]
+//! struct Line<B: Backend> {
+//!     w: Param<Tensor<B, 1>>,
 //! }
 //!
-//! let config = TrainConfig::load(Some(path), &overrides)?;
-//! let model = Bagel::load(model_dir, &device)?.freeze_understanding(); // no_grad()
-//! let mut trainer = Trainer::resume_or_new(config, model, device)?;
-//! let summary = trainer.fit(&mut |pos, rng: &mut TrainRng| data.batch(pos, rng), None)?;
+//! impl<B: AutodiffBackend> TrainStep<B> for Line<B> {
+//!     type Batch = (Tensor<B, 1>, Tensor<B, 1>); // inputs, targets
+//!
+//!     fn forward_step(&self, (x, y): Self::Batch, _: &StepContext) -> Result<StepOutput<B>, BoxError> {
+//!         let loss = (x * self.w.val() - y).powi_scalar(2).mean();
+//!         Ok(StepOutput { loss: loss.clone(), components: vec![("mse", loss)], tokens: 4, samples: 4 })
+//!     }
+//!
+//!     fn weights_extension() -> &'static str {
+//!         "mpk"
+//!     }
+//!
+//!     fn save_weights(&self, path: &Path) -> Result<(), BoxError> {
+//!         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+//!         Ok(std::fs::write(path, recorder.record(self.clone().into_record(), ())?)?)
+//!     }
+//!
+//!     fn load_weights(self, path: &Path) -> Result<Self, BoxError> {
+//!         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+//!         let record = recorder.load(std::fs::read(path)?, &self.w.device())?;
+//!         Ok(self.load_record(record))
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! type B = Autodiff<Flex>;
+//! let device = Default::default();
+//! let dir = std::env::temp_dir().join(format!("uno-trainer-doc-{}", std::process::id()));
+//! let config = TrainConfig::default().with_overrides(&[
+//!     "iterations=60".to_string(),
+//!     "optimizer.lr=0.1".into(),
+//!     "schedule.kind=constant".into(),
+//!     "metrics.progress=false".into(),
+//!     format!("output_dir=\"{}\"", dir.display()),
+//! ])?;
+//! let line = Line { w: Param::from_tensor(Tensor::<B, 1>::zeros([1], &device)) };
+//! let mut trainer = Trainer::new(config, line, device)?;
+//! let x = TensorData::new(vec![1.0f32, -2.0, 0.5, 3.0], [4]);
+//! let y = TensorData::new(vec![3.0f32, -6.0, 1.5, 9.0], [4]);
+//! let mut data = |_position: u64, _rng: &mut TrainRng| -> Result<_, BoxError> {
+//!     let device = Default::default();
+//!     Ok((Tensor::from_data(x.clone(), &device), Tensor::from_data(y.clone(), &device)))
+//! };
+//! let summary = trainer.fit(&mut data, None)?;
+//! let w: f32 = trainer.model().w.val().into_scalar();
+//! assert!((w - 3.0).abs() < 1e-2, "w = {w}");
+//! assert_eq!(summary.end_step, 60);
+//! std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod clip;

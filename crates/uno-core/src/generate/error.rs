@@ -3,24 +3,61 @@
 use std::path::PathBuf;
 
 use crate::bagel::BagelError;
+use crate::data::DataError;
 
+/// Everything that can stop generation, captioning or writing the images.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GenerateError {
     /// A sampler, guidance or decoding setting out of range.
     #[error("invalid setting {name} = {value}: expected {expected}")]
     Setting {
+        /// The setting.
         name: &'static str,
+        /// Its value, as text.
         value: String,
+        /// The accepted range.
         expected: &'static str,
     },
     /// A request the model cannot serve (wrong image size, empty prompt list, ...).
     #[error("request {index}: {message}")]
-    Request { index: usize, message: String },
+    Request {
+        /// Index of the request.
+        index: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The model: loading, or its forward.
     #[error(transparent)]
     Model(#[from] BagelError),
-    #[error("cannot write {path}: {source}")]
-    Write {
+    /// The tokenizer or the synthetic prompts.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The model folder does not exist.
+    #[error(
+        "{} is not a folder: train one with `cargo run --release --example train_bagel`, or name a BAGEL folder",
+        .path.display()
+    )]
+    NotAFolder {
+        /// The path given.
         path: PathBuf,
+    },
+    /// No tokenizer was given and the synthetic vocabulary is not the model's.
+    #[error(
+        "the model's vocabulary has {model} tokens, not the synthetic set's {synthetic}: give its tokenizer.json"
+    )]
+    Vocabulary {
+        /// The model's vocabulary size.
+        model: usize,
+        /// The synthetic vocabulary's size.
+        synthetic: usize,
+    },
+    /// The PNG could not be written.
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        /// The output file.
+        path: PathBuf,
+        /// The encoder's error.
         source: image::ImageError,
     },
 }

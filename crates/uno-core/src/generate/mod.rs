@@ -5,7 +5,9 @@
 //! * [`Guidance`]: text and image CFG with the renorm variants;
 //! * [`Generator`]: a model, its codec and packing; [`Generator::generate`] and
 //!   [`Generator::caption`];
-//! * [`to_rgb8`], [`grid`], [`save_png`]: images out.
+//! * [`to_rgb8`], [`grid`], [`save_png`]: images out;
+//! * [`sample_grid`]: a BAGEL folder and prompts to a PNG grid (and captions), the entry
+//!   point behind `examples/generate.rs`.
 //!
 //! Contexts (prompt; for editing the source image's ViT and clean-VAE splits) are packed
 //! by [`crate::packing`] exactly as in training, with the noised target split last, so a
@@ -13,6 +15,7 @@
 
 mod caption;
 mod error;
+mod folder;
 mod grid;
 mod guidance;
 mod sampler;
@@ -20,6 +23,7 @@ mod schedule;
 
 pub use caption::{CaptionConfig, Decoding, pick};
 pub use error::GenerateError;
+pub use folder::{GridReport, GridSpec, sample_grid};
 pub use grid::{GUTTER, grid, save_png, to_rgb8};
 pub use guidance::{Guidance, Renorm};
 pub use sampler::{Generator, ImageRequest, SamplerConfig, euler};

@@ -1,0 +1,137 @@
+//! [`sample_grid`]: prompts in, a PNG grid out (one row per prompt, one column per seed),
+//! from a BAGEL folder: the library entry point behind `examples/generate.rs`.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+
+use super::{CaptionConfig, GenerateError, Generator, ImageRequest, SamplerConfig, grid, save_png};
+use crate::bagel::Bagel;
+use crate::checkpoint::UnexpectedKeys;
+use crate::data::{SyntheticConfig, SyntheticScenes, TextTokenizer};
+use crate::packing::ImageSize;
+use crate::train::HELD_OUT_SEED;
+
+/// Number of held-out synthetic prompts used when none are given.
+const DEFAULT_PROMPTS: usize = 4;
+
+/// What to sample and where to write it.
+#[derive(Debug, Clone)]
+pub struct GridSpec {
+    /// A BAGEL folder (configs, weights, `ae.safetensors` for a FLUX codec).
+    pub model_dir: PathBuf,
+    /// A Hugging Face `tokenizer.json`; `None`: the synthetic set's vocabulary, which must
+    /// be the model's (a model trained on the synthetic data).
+    pub tokenizer: Option<PathBuf>,
+    /// One grid row each; empty: four synthetic scenes the default run never trains on.
+    pub prompts: Vec<String>,
+    /// Noise seeds, one grid column each.
+    pub seeds: Vec<u64>,
+    /// Image side in pixels.
+    pub size: usize,
+    /// Timesteps, shift and guidance.
+    pub sampler: SamplerConfig,
+    /// Also caption every image through the understanding path.
+    pub caption: Option<CaptionConfig>,
+    /// The PNG to write; `None`: `samples.png` in the model folder.
+    pub out: Option<PathBuf>,
+}
+
+/// What [`sample_grid`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridReport {
+    /// The PNG written.
+    pub path: PathBuf,
+    /// The prompts, one per row.
+    pub prompts: Vec<String>,
+    /// With [`GridSpec::caption`]: per row, the caption of each column's image.
+    pub captions: Vec<Vec<String>>,
+}
+
+/// Load `spec.model_dir`, generate every prompt under every seed with BAGEL's sampler and
+/// classifier-free guidance, optionally caption each image, and write the grid.
+pub fn sample_grid<B: Backend>(
+    spec: &GridSpec,
+    device: &B::Device,
+) -> Result<GridReport, GenerateError> {
+    let dir = &spec.model_dir;
+    if !dir.is_dir() {
+        return Err(GenerateError::NotAFolder { path: dir.clone() });
+    }
+    if spec.seeds.is_empty() {
+        return Err(GenerateError::setting("seeds", "[]", "at least one seed"));
+    }
+    let (config, model, _) = Bagel::<B>::load_folder(dir, device, UnexpectedKeys::Warn)?;
+    let codec = config.load_codec::<B>(dir, device)?;
+    let (tokenizer, prompts) = tokenizer_and_prompts(spec, config.llm.vocab_size)?;
+    let generator = Generator {
+        model: &model,
+        codec: &codec,
+        packing: config.packing(),
+    };
+    let mut requests = Vec::new();
+    for prompt in &prompts {
+        let tokens = tokenizer.encode(prompt)?;
+        for &seed in &spec.seeds {
+            requests.push(ImageRequest {
+                prompt: tokens.clone(),
+                size: ImageSize::new(spec.size, spec.size),
+                source: None,
+                seed,
+            });
+        }
+    }
+    let images = generator.generate(&requests, &spec.sampler)?;
+    let mut captions = Vec::new();
+    if let Some(caption) = &spec.caption {
+        for row in images.chunks(spec.seeds.len()) {
+            let texts = row
+                .iter()
+                .map(|image| {
+                    let tokens = generator.caption(image.clone(), None, caption)?;
+                    Ok(tokenizer.decode(&tokens)?)
+                })
+                .collect::<Result<Vec<_>, GenerateError>>()?;
+            captions.push(texts);
+        }
+    }
+    let canvas = grid(images, spec.seeds.len())?;
+    let path = spec.out.clone().unwrap_or_else(|| dir.join("samples.png"));
+    save_png(&canvas, &path)?;
+    Ok(GridReport {
+        path,
+        prompts,
+        captions,
+    })
+}
+
+/// The tokenizer (the given file, else the synthetic vocabulary, which must match the
+/// model's) and the prompts (given, else held-out synthetic scenes).
+fn tokenizer_and_prompts(
+    spec: &GridSpec,
+    vocab_size: usize,
+) -> Result<(TextTokenizer, Vec<String>), GenerateError> {
+    let synthetic = SyntheticScenes::new(SyntheticConfig {
+        image_size: spec.size,
+        seed: HELD_OUT_SEED,
+        ..SyntheticConfig::default()
+    })?;
+    let tokenizer = match &spec.tokenizer {
+        Some(path) => TextTokenizer::from_file(Path::new(path))?,
+        None if synthetic.tokenizer().vocab_size() == vocab_size => synthetic.tokenizer().clone(),
+        None => {
+            return Err(GenerateError::Vocabulary {
+                model: vocab_size,
+                synthetic: synthetic.tokenizer().vocab_size(),
+            });
+        }
+    };
+    let prompts = if spec.prompts.is_empty() {
+        (0..DEFAULT_PROMPTS)
+            .map(|i| synthetic.scene(i).prompt())
+            .collect()
+    } else {
+        spec.prompts.clone()
+    };
+    Ok((tokenizer, prompts))
+}
