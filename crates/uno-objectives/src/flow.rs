@@ -30,10 +30,19 @@ use crate::term::{LossTerm, check_same_shape, ensure_finite};
 /// UNO's timestep shift (paper, appendix A). BAGEL's training code defaults to 1.0.
 pub const UNO_TIMESTEP_SHIFT: f64 = 4.0;
 
-/// Which noised image a VAE token belongs to (`Some(slot)`), or `None` for a token of a
-/// clean conditioning image (timestep 0, no loss). One entry per VAE token of the pack, in
-/// the order of the `x0` rows given to [`FlowNoise::apply`].
-pub type TimestepSlot = Option<usize>;
+/// What a VAE token of the pack is for flow matching: one entry per VAE token, in the order
+/// of the `x0` rows given to [`FlowNoise::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowSlot {
+    /// A token of a clean conditioning image: timestep 0, no noise, no loss.
+    Clean,
+    /// A token of noised image `image` (`0..`): it shares that image's timestep and carries
+    /// the loss.
+    Noised {
+        /// Index of the noised image among the pack's noised images.
+        image: usize,
+    },
+}
 
 /// Shift a timestep: `t' = s t / (1 + (s - 1) t)`.
 ///
@@ -138,24 +147,31 @@ pub struct FlowNoise {
 
 impl FlowNoise {
     /// Sample timesteps and noise for `slots.len()` VAE tokens of `channels` channels.
-    pub fn sample(slots: &[TimestepSlot], channels: usize, shift: f64, seed: u64) -> Res<Self> {
+    pub fn sample(slots: &[FlowSlot], channels: usize, shift: f64, seed: u64) -> Res<Self> {
         check_shift(shift)?;
         let mut rng = StdRng::seed_from_u64(seed);
-        let num_images = slots.iter().flatten().max().map_or(0, |m| m + 1);
+        let num_images = slots
+            .iter()
+            .filter_map(|slot| match slot {
+                FlowSlot::Noised { image } => Some(image + 1),
+                FlowSlot::Clean => None,
+            })
+            .max()
+            .unwrap_or(0);
         let image_timesteps = sample_timesteps(num_images, shift, &mut rng)?;
         let mut token_timesteps = Vec::with_capacity(slots.len());
         let mut noise = vec![0.0f32; slots.len() * channels];
         let mut noised_rows = Vec::new();
         for (row, slot) in slots.iter().enumerate() {
-            match slot {
-                Some(s) => {
-                    token_timesteps.push(image_timesteps[*s] as f32);
+            match *slot {
+                FlowSlot::Noised { image } => {
+                    token_timesteps.push(image_timesteps[image] as f32);
                     noised_rows.push(row);
                     for v in &mut noise[row * channels..(row + 1) * channels] {
                         *v = rng.sample(StandardNormal);
                     }
                 }
-                None => token_timesteps.push(0.0),
+                FlowSlot::Clean => token_timesteps.push(0.0),
             }
         }
         Ok(Self {
@@ -249,12 +265,7 @@ pub struct FlowMatchingConfig {
 
 impl FlowMatchingConfig {
     /// Sample the noise of one pack: see [`FlowNoise::sample`].
-    pub fn sample_noise(
-        &self,
-        slots: &[TimestepSlot],
-        channels: usize,
-        seed: u64,
-    ) -> Res<FlowNoise> {
+    pub fn sample_noise(&self, slots: &[FlowSlot], channels: usize, seed: u64) -> Res<FlowNoise> {
         FlowNoise::sample(slots, channels, self.timestep_shift, seed)
     }
 }

@@ -37,8 +37,8 @@ pub use caption::{IGNORE_INDEX, caption_cross_entropy, caption_target_count};
 pub use dropout::{ConditionDrop, ConditionDropoutConfig, drop_condition};
 pub use error::{ObjectiveError, Result};
 pub use flow::{
-    FlowMatchingConfig, FlowNoise, NoisedLatents, TimestepSlot, UNO_TIMESTEP_SHIFT,
-    flow_matching_loss, sample_timesteps, shift_timestep, shifted_timestep_cdf,
+    FlowMatchingConfig, FlowNoise, FlowSlot, NoisedLatents, UNO_TIMESTEP_SHIFT, flow_matching_loss,
+    sample_timesteps, shift_timestep, shifted_timestep_cdf,
 };
 pub use loss::{LossCounts, UnoLoss, UnoLossConfig, UnoLossInputs, UnoLossOutput};
 pub use term::LossTerm;

@@ -67,9 +67,8 @@
 //! let device = Default::default();
 //! let dir = std::env::temp_dir().join(format!("uno-trainer-doc-{}", std::process::id()));
 //! let config = TrainConfig::default().with_overrides(&[
-//!     "iterations=60".to_string(),
-//!     "optimizer.lr=0.1".into(),
-//!     "schedule.kind=constant".into(),
+//!     "iterations=100".to_string(),
+//!     "optimizer.lr=0.1".into(), // cosine decay to 1e-7 (the default schedule)
 //!     "metrics.progress=false".into(),
 //!     format!("output_dir=\"{}\"", dir.display()),
 //! ])?;
@@ -84,7 +83,7 @@
 //! let summary = trainer.fit(&mut data, None)?;
 //! let w: f32 = trainer.model().w.val().into_scalar();
 //! assert!((w - 3.0).abs() < 1e-2, "w = {w}");
-//! assert_eq!(summary.end_step, 60);
+//! assert_eq!(summary.end_step, 100);
 //! std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
 //! # }

@@ -5,8 +5,10 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::{Bagel, BagelConfig, BagelError};
 use crate::mot::{Routing, SampleMask};
-use crate::objectives::{FlowNoise, UnoLoss, UnoLossInputs, UnoLossOutput, pool_target_tokens};
-use crate::packing::{ImageKind, PackedSequence, index_tensor};
+use crate::objectives::{
+    FlowNoise, FlowSlot, UnoLoss, UnoLossInputs, UnoLossOutput, pool_target_tokens,
+};
+use crate::packing::{ImageKind, PackedSequence, TimestepSlot, index_tensor};
 use crate::vae::LatentCodec;
 
 /// One packed batch and the pixels behind its images.
@@ -61,14 +63,8 @@ impl<B: Backend> Bagel<B> {
         codec: &impl LatentCodec<B>,
         objective: &UnoObjective,
     ) -> Result<UnoForward<B>, BagelError> {
-        let slots: Vec<Option<usize>> = batch
-            .pack
-            .vae_timestep_slots
-            .iter()
-            .map(|s| s.noised_image())
-            .collect();
         let noise = FlowNoise::sample(
-            &slots,
+            &flow_slots(batch.pack),
             codec.token_dim(),
             objective.timestep_shift,
             batch.noise_seed,
@@ -297,6 +293,18 @@ fn images_of<B: Backend>(
         .map(|(layout, image)| match layout.kind {
             ImageKind::Vit => vit_input(image.clone()),
             _ => image.clone(),
+        })
+        .collect()
+}
+
+/// The flow-matching slot of every VAE token of `pack`, in VAE-token order: packing's
+/// [`TimestepSlot`] in `uno-objectives`' terms (the two crates do not know each other).
+pub fn flow_slots(pack: &PackedSequence) -> Vec<FlowSlot> {
+    pack.vae_timestep_slots
+        .iter()
+        .map(|slot| match *slot {
+            TimestepSlot::Clean => FlowSlot::Clean,
+            TimestepSlot::Noised { image } => FlowSlot::Noised { image },
         })
         .collect()
 }

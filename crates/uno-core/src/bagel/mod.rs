@@ -15,7 +15,7 @@ mod vit;
 
 pub use config::BagelConfig;
 pub use error::BagelError;
-pub use forward::{UnoBatch, UnoForward, UnoObjective};
+pub use forward::{UnoBatch, UnoForward, UnoObjective, flow_slots};
 pub use io::{AE_FILE, METAQUERY_KEY, UNO_CONFIG, load_flux_ae, save_codec, weights_file};
 pub use model::Bagel;
 pub use vit::vit_tokens_to_llm;

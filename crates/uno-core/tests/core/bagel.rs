@@ -4,7 +4,7 @@
 
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
-use uno_core::bagel::{Bagel, BagelConfig, BagelError, UnoBatch};
+use uno_core::bagel::{Bagel, BagelConfig, BagelError, UnoBatch, flow_slots};
 use uno_core::data::{Dataset, SyntheticConfig, SyntheticScenes, TrainItem};
 use uno_core::objectives::FlowNoise;
 use uno_core::packing::PackedSequence;
@@ -81,12 +81,7 @@ fn flow_loss_matches_host_value_at_init<B: Backend>() {
             .sum::<usize>()
     );
 
-    let slots: Vec<Option<usize>> = pack
-        .vae_timestep_slots
-        .iter()
-        .map(|s| s.noised_image())
-        .collect();
-    let noise = FlowNoise::sample(&slots, 64, 4.0, 11).unwrap();
+    let noise = FlowNoise::sample(&flow_slots(&pack), 64, 4.0, 11).unwrap();
     // PixelCodec token (py, px, c) of a 2x2 latent cell block = a 4x4 pixel block:
     // latent channel (dy*2+dx)*3+c of cell (y, x) is pixel (2y+dy, 2x+dx); channels 12..16 zero.
     let mut expected = 0.0f64;

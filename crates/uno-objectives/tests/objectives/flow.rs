@@ -8,10 +8,14 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 use uno_objectives::flow::{normal_cdf, sigmoid, unshift_timestep};
 use uno_objectives::{
-    FlowMatchingConfig, FlowNoise, ObjectiveError, UNO_TIMESTEP_SHIFT, flow_matching_loss,
-    sample_timesteps, shift_timestep, shifted_timestep_cdf,
+    FlowMatchingConfig, FlowNoise, FlowSlot, ObjectiveError, UNO_TIMESTEP_SHIFT,
+    flow_matching_loss, sample_timesteps, shift_timestep, shifted_timestep_cdf,
 };
 use uno_testing::{assert_close, assert_tensor_close, to_vec};
+
+fn noised(image: usize) -> FlowSlot {
+    FlowSlot::Noised { image }
+}
 
 // ---------------------------------------------------------------- host-only (no tensors)
 
@@ -84,7 +88,7 @@ fn shifted_timesteps_match_analytic_cdf_ks() {
 #[test]
 fn flow_noise_sampling_structure_and_reproducibility() {
     // Tokens: slot 1, clean, slot 0, slot 1.
-    let slots = [Some(1), None, Some(0), Some(1)];
+    let slots = [noised(1), FlowSlot::Clean, noised(0), noised(1)];
     let a = FlowNoise::sample(&slots, 3, 4.0, 7).unwrap();
     let b = FlowNoise::sample(&slots, 3, 4.0, 7).unwrap();
     let c = FlowNoise::sample(&slots, 3, 4.0, 8).unwrap();
@@ -164,7 +168,7 @@ fn flow_noise_matches_host_formula<B: Backend>() {
     // Sampled noise uploaded and applied: compare with the host computation in f32, so every
     // backend is pinned to the same host stream (cross-backend identity, see also
     // `noise_identical_on_flex_and_ndarray`).
-    let slots = [Some(0), Some(0), None, Some(1), Some(1)];
+    let slots = [noised(0), noised(0), FlowSlot::Clean, noised(1), noised(1)];
     let c = 4;
     let noise = FlowNoise::sample(&slots, c, 4.0, 1234).unwrap();
     let x0_host = pseudo_random(slots.len() * c, 3);
@@ -177,7 +181,7 @@ fn flow_noise_matches_host_formula<B: Backend>() {
             let x = x0_host[row * c + ch];
             let e = noise.noise[row * c + ch];
             expected_xt.push((1.0 - t) * x + t * e);
-            if slot.is_some() {
+            if *slot != FlowSlot::Clean {
                 expected_v.push(e - x);
             }
         }
@@ -195,7 +199,7 @@ fn flow_noise_matches_host_formula<B: Backend>() {
 }
 
 fn clean_only_pack_has_no_target<B: Backend>() {
-    let noise = FlowNoise::sample(&[None, None], 3, 4.0, 1).unwrap();
+    let noise = FlowNoise::sample(&[FlowSlot::Clean, FlowSlot::Clean], 3, 4.0, 1).unwrap();
     assert!(noise.image_timesteps.is_empty());
     let x0 = pseudo_random(6, 9);
     let out = noise.apply(t2::<B>(&x0, 2, 3)).unwrap();
@@ -232,7 +236,7 @@ fn clean_only_pack_has_no_target<B: Backend>() {
 fn straight_line_ode_is_exact<B: Backend>() {
     // dx/dt = v = eps - x0 is constant, so Euler from t = 0 to 1 is exact at any step count:
     // x0 + sum v dt = eps. And x_t lies on that line: (x_t2 - x_t1) / (t2 - t1) = v.
-    let slots = vec![Some(0); 4];
+    let slots = vec![noised(0); 4];
     let c = 3;
     let mut noise = FlowNoise::sample(&slots, c, 4.0, 99).unwrap();
     let x0_host = pseudo_random(4 * c, 5);
@@ -340,7 +344,7 @@ uno_testing::backend_tests!(
 #[test]
 fn noise_identical_on_flex_and_ndarray() {
     use burn::backend::{Flex, NdArray};
-    let slots = [Some(0), None, Some(1), Some(1), Some(0)];
+    let slots = [noised(0), FlowSlot::Clean, noised(1), noised(1), noised(0)];
     let c = 5;
     let x0 = pseudo_random(slots.len() * c, 77);
     let run = |seed: u64| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
