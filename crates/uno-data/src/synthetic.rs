@@ -151,7 +151,8 @@ impl Scene {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyntheticConfig {
-    /// Number of items (indexes wrap around for longer runs).
+    /// Number of items; `get` rejects indexes past it (the training batches wrap around
+    /// for longer runs).
     pub len: usize,
     /// Image side in pixels (square images).
     pub image_size: usize,
