@@ -23,7 +23,11 @@ pub enum PixelLayout {
 /// `c`. This is BAGEL's `patchify` (`einsum("chpwq->hwpqc")`), the order its Linear patch
 /// embedding (the SigLIP conv weight permuted `(0, 2, 3, 1)`) and its 2x2 latent tokens use.
 ///
-/// Returns the rows `[rows * cols, patch * patch * C]` and the grid `[rows, cols]`.
+/// Returns the rows and the grid `[rows, cols]`.
+///
+/// # Shapes
+/// - `image`: `[C, H, W]` or `[H, W, C]`, as `layout` says
+/// - output: `[rows * cols, patch * patch * C]`
 ///
 /// # Errors
 /// [`VisionError::NotDivisible`] when `H` or `W` is not a multiple of `patch` (or `patch` is
@@ -58,8 +62,12 @@ pub fn patchify<B: Backend>(
     Ok((grid.reshape([rows * cols, patch * patch * c]), [rows, cols]))
 }
 
-/// Inverse of [`patchify`]: patch rows `[rows * cols, patch * patch * C]` back to an image in
-/// `layout`, with `C = row_len / patch^2`.
+/// Inverse of [`patchify`]: patch rows back to an image in `layout`, with
+/// `C = row_len / patch^2`.
+///
+/// # Shapes
+/// - `patches`: `[rows * cols, patch * patch * C]`, `grid` = `[rows, cols]`
+/// - output: `[C, rows * patch, cols * patch]` or `[rows * patch, cols * patch, C]`
 ///
 /// # Errors
 /// [`VisionError::ShapeMismatch`] when the number of rows is not `rows * cols` or the row
@@ -108,32 +116,47 @@ pub enum VisionError {
         "{what}: image of {height}x{width} is not divisible by {patch} (height and width must be multiples)"
     )]
     NotDivisible {
+        /// The operation that checked (e.g. `"patchify"`).
         what: &'static str,
+        /// Image height in pixels.
         height: usize,
+        /// Image width in pixels.
         width: usize,
+        /// The size both sides must be multiples of.
         patch: usize,
     },
     /// A position id indexes past the end of a position table.
     #[error("{what}: position id {id} at index {index} is out of the table of {rows} rows")]
     PositionIdOutOfRange {
+        /// The table or operation that checked.
         what: &'static str,
+        /// The offending id.
         id: usize,
+        /// Its index in the id list.
         index: usize,
+        /// Rows of the table (ids must be below this).
         rows: usize,
     },
     /// An image's patch grid is larger than the position table's side.
     #[error("{what}: patch grid {rows}x{cols} exceeds the position table's {max}x{max}")]
     GridTooLarge {
+        /// The operation that checked.
         what: &'static str,
+        /// Patch rows of the image.
         rows: usize,
+        /// Patch columns of the image.
         cols: usize,
+        /// Side of the position table (SigLIP: 70).
         max: usize,
     },
     /// A tensor or list does not have the shape or length that was expected.
     #[error("{what}: expected {expected}, found {found}")]
     ShapeMismatch {
+        /// The tensor or list, and the operation that checked it.
         what: &'static str,
+        /// The expected shape or length, `Debug`-formatted.
         expected: String,
+        /// The actual shape or length, `Debug`-formatted.
         found: String,
     },
     /// A configuration value cannot describe a valid module.

@@ -2,25 +2,48 @@
 
 use std::path::PathBuf;
 
+/// Why data could not be read, decoded or tokenized.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    /// A file (the manifest) could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// A manifest line that is not a valid record, or a manifest with no records.
     #[error("{path}, line {line}: {message}")]
     Manifest {
+        /// The manifest file.
         path: PathBuf,
+        /// 1-based line number; 0 when the whole file is at fault (no records).
         line: usize,
+        /// What is wrong (the JSON error and the expected record shapes).
         message: String,
     },
+    /// An image that could not be opened, decoded or saved.
     #[error("cannot decode image {path}: {message}")]
-    Image { path: PathBuf, message: String },
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// The `image` crate's error.
+        message: String,
+    },
+    /// A tokenizer that could not be loaded, built or saved, a text it could not encode or
+    /// decode, or a vocabulary without one of BAGEL's special tokens.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// [`crate::Dataset::get`] with an index at or past the end.
     #[error("index {index} out of range for a data set of {len} items")]
-    OutOfRange { index: usize, len: usize },
+    OutOfRange {
+        /// The requested index.
+        index: usize,
+        /// Items in the data set.
+        len: usize,
+    },
+    /// An invalid data-set setting (no resolution buckets, a bad [`crate::SyntheticConfig`]).
     #[error("invalid data config: {0}")]
     Config(String),
 }

@@ -9,8 +9,11 @@ use crate::DataError;
 /// An RGB image, channel-major `[3, height, width]`, values in `[0, 1]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RgbImage {
+    /// Height in pixels.
     pub height: usize,
+    /// Width in pixels.
     pub width: usize,
+    /// `3 * height * width` values, channel-major (all red, then green, then blue).
     pub data: Vec<f32>,
 }
 
@@ -29,10 +32,12 @@ impl RgbImage {
         }
     }
 
+    /// The value of `channel` (0 = red, 1 = green, 2 = blue) at `(row, col)`.
     pub fn get(&self, channel: usize, row: usize, col: usize) -> f32 {
         self.data[(channel * self.height + row) * self.width + col]
     }
 
+    /// Set all three channels of the pixel at `(row, col)`.
     pub fn set_pixel(&mut self, row: usize, col: usize, rgb: [f32; 3]) {
         let plane = self.height * self.width;
         for (c, value) in rgb.iter().enumerate() {
@@ -68,7 +73,8 @@ impl RgbImage {
         })
     }
 
-    /// Load any image the `image` crate decodes, as RGB.
+    /// Decode any image the `image` crate reads. It is returned as decoded (any colour
+    /// type); [`resize_to_bucket`] converts it to RGB.
     pub fn load(path: &Path) -> Result<DynamicImage, DataError> {
         ::image::open(path).map_err(|e| DataError::Image {
             path: path.to_path_buf(),

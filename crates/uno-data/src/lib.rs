@@ -29,20 +29,24 @@ use uno_packing::Sample;
 /// One training example: what to pack, and the pixels behind its images.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainItem {
+    /// Token ids and image sizes, ready for the packer.
     pub sample: Sample,
     /// The clean target image (noised for flow matching; ViT targets for the visual loss).
     pub target: RgbImage,
     /// The source image of an edit.
     pub source: Option<RgbImage>,
-    /// The texts behind the token ids, for logs and sample grids.
+    /// The prompt (or edit instruction) behind the token ids, for logs and sample grids.
     pub prompt: String,
+    /// The re-caption behind the caption's token ids, for logs.
     pub caption: String,
 }
 
 /// A random-access data set.
 pub trait Dataset {
+    /// Number of items; valid indexes are `0..len()`.
     fn len(&self) -> usize;
 
+    /// Whether the data set has no items.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

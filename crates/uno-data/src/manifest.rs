@@ -21,15 +21,22 @@ use uno_packing::{ImageSize, Sample, Supervision};
 pub enum ManifestRecord {
     /// Text-to-image: the generated image, its prompt and a lexically different re-caption.
     TextToImage {
+        /// The target image, relative to the manifest's folder or absolute.
         image: PathBuf,
+        /// The generation prompt.
         prompt: String,
+        /// The re-caption, supervised by the caption loss.
         recaption: String,
     },
     /// Editing: source image, instruction, target image and the target's caption.
     Edit {
+        /// The image to edit, relative to the manifest's folder or absolute.
         source: PathBuf,
+        /// The edit instruction.
         instruction: String,
+        /// The edited image, relative to the manifest's folder or absolute.
         target: PathBuf,
+        /// A caption of the edited image, supervised by the caption loss.
         target_caption: String,
     },
 }
@@ -98,6 +105,7 @@ impl ManifestDataset {
         self
     }
 
+    /// The parsed records, in file order (blank lines skipped).
     pub fn records(&self) -> &[ManifestRecord] {
         &self.records
     }

@@ -41,11 +41,15 @@ const GLUE: [&str; 12] = [
     "a", "at", "the", "and", "in", "picture", "shows", "there", "is", "also", ",", ".",
 ];
 
+/// The shape drawn in a cell. Each has a prompt word and a different re-caption word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShapeKind {
+    /// "circle" in the prompt, "disc" in the re-caption.
     Circle,
+    /// "square" in the prompt, "box" in the re-caption.
     Square,
+    /// "triangle" in the prompt, "wedge" in the re-caption (apex up).
     Triangle,
 }
 
@@ -76,8 +80,9 @@ impl ShapeKind {
 /// One shape of a scene.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shape {
+    /// Which shape.
     pub kind: ShapeKind,
-    /// Index into the colour table.
+    /// Index into the colour table (0..6: red, green, blue, yellow, purple, orange).
     pub color: usize,
     /// Row-major cell of the 3x3 grid.
     pub cell: usize,
@@ -86,6 +91,7 @@ pub struct Shape {
 /// A scene: shapes in distinct cells.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scene {
+    /// 1 to `max_shapes` shapes, each in its own cell, in drawing and text order.
     pub shapes: Vec<Shape>,
 }
 
@@ -117,7 +123,7 @@ impl Scene {
         format!("the picture shows {} .", parts.join(" , there is also "))
     }
 
-    /// Draw the scene on a light grey background.
+    /// Draw the scene on a light grey background as a `size` x `size` image.
     pub fn render(&self, size: usize) -> RgbImage {
         let mut image = RgbImage::filled(size, size, [0.92, 0.92, 0.92]);
         let cell = size as f32 / 3.0;
@@ -145,12 +151,14 @@ impl Scene {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyntheticConfig {
-    /// Number of items (indexes wrap around for longer runs).
+    /// Number of items; `get` rejects indexes past it (the training batches wrap around
+    /// for longer runs).
     pub len: usize,
     /// Image side in pixels (square images).
     pub image_size: usize,
     /// Shapes per scene: 1 to this many.
     pub max_shapes: usize,
+    /// Seed of every scene: item `i` depends only on `(seed, i)`.
     pub seed: u64,
 }
 
@@ -215,6 +223,7 @@ impl SyntheticScenes {
         words
     }
 
+    /// The word-level tokenizer over [`Self::vocabulary`].
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
@@ -226,6 +235,7 @@ impl SyntheticScenes {
             .expect("the synthetic vocabulary holds the special tokens")
     }
 
+    /// The settings the set was built with.
     pub fn config(&self) -> &SyntheticConfig {
         &self.config
     }

@@ -63,6 +63,7 @@ impl TextTokenizer {
         Ok(Self { inner })
     }
 
+    /// Token ids of `text`, without special tokens.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
         self.inner
             .encode(text, false)
@@ -70,6 +71,7 @@ impl TextTokenizer {
             .map_err(|e| DataError::Tokenizer(format!("encoding {text:?}: {e}")))
     }
 
+    /// The text of `ids`; special tokens are kept in the output.
     pub fn decode(&self, ids: &[u32]) -> Result<String, DataError> {
         self.inner
             .decode(ids, false)
@@ -81,6 +83,7 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The id of one token of the vocabulary (added tokens included), `None` if absent.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

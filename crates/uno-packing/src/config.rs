@@ -57,6 +57,7 @@ pub enum SupervisionVisibility {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PackingConfig {
+    /// The markers the packer wraps around text and image splits.
     pub special_tokens: SpecialTokens,
     /// Token ids must be below this (Qwen2.5: 152064).
     pub vocab_size: u32,
@@ -70,7 +71,9 @@ pub struct PackingConfig {
     pub max_latent_size: usize,
     /// Metaqueries per supervised image (paper: 256).
     pub num_metaqueries: usize,
+    /// Attention among the metaqueries (paper default: causal).
     pub metaquery_attention: MetaqueryAttention,
+    /// What the caption and metaquery splits see (default: the noised target only).
     pub supervision_visibility: SupervisionVisibility,
     /// Longest sample accepted (BAGEL's `max_num_tokens_per_sample`).
     pub max_sample_tokens: usize,

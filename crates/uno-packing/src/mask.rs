@@ -18,8 +18,12 @@ use crate::split::AttnMode;
 /// One split's row of the block mask. Offsets are relative to the sample's first token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitMask {
+    /// First token of the split, relative to the sample.
     pub start: usize,
+    /// Tokens in the split.
     pub len: usize,
+    /// The split's attention mode: causal or full inside itself (its visibility to other
+    /// splits is already resolved into their `sees`).
     pub mode: AttnMode,
     /// Indexes (within the sample) of the *other* splits this split sees entirely.
     pub sees: Vec<usize>,
@@ -28,6 +32,7 @@ pub struct SplitMask {
 /// The attention mask of one sample.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SampleMask {
+    /// The sample's splits in sequence order, contiguous from token 0.
     pub splits: Vec<SplitMask>,
 }
 
@@ -60,6 +65,7 @@ impl SampleMask {
         self.splits.last().map_or(0, |s| s.start + s.len)
     }
 
+    /// Whether the sample has no tokens.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

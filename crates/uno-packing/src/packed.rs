@@ -15,15 +15,20 @@ use crate::split::{AttnMode, Expert, SplitKind, SplitSpec};
 /// Cross-entropy targets: the logits at `indexes[i]` predict `labels[i]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CeTargets {
+    /// Positions in the pack whose logits predict, ascending.
     pub indexes: Vec<usize>,
+    /// The token each position must predict, one per entry of `indexes`.
     pub labels: Vec<u32>,
 }
 
 impl CeTargets {
+    /// Number of CE terms.
     pub fn len(&self) -> usize {
         self.indexes.len()
     }
 
+    /// Whether there is no CE term (the forward then skips the loss rather than average
+    /// over nothing).
     pub fn is_empty(&self) -> bool {
         self.indexes.is_empty()
     }
@@ -37,7 +42,10 @@ pub enum TimestepSlot {
     Clean,
     /// A noised image: one timestep per image, shared by its tokens. The value is an index
     /// into [`PackedSequence::images`].
-    Noised { image: usize },
+    Noised {
+        /// Index into [`PackedSequence::images`] of the noised image.
+        image: usize,
+    },
 }
 
 impl TimestepSlot {
@@ -55,8 +63,11 @@ impl TimestepSlot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageKind {
+    /// SigLIP patches, understanding expert.
     Vit,
+    /// Clean VAE latents of a condition image (t = 0), generation expert.
     CleanVae,
+    /// Noised VAE latents of a generation target, generation expert.
     NoisedVae,
 }
 
@@ -67,10 +78,13 @@ pub struct ImageLayout {
     pub sample: usize,
     /// Index into [`PackedSequence::splits`].
     pub split: usize,
+    /// How the image enters the model.
     pub kind: ImageKind,
+    /// The image's size in pixels.
     pub size: crate::ImageSize,
-    /// Token grid (ViT patches or 2x2 latent patches).
+    /// Rows of the token grid (ViT patches or 2x2 latent patches).
     pub rows: usize,
+    /// Columns of the token grid.
     pub cols: usize,
     /// Range into `vit_indexes` (ViT) or `vae_indexes` (VAE) holding this image's tokens.
     pub tokens: Range<usize>,
@@ -79,18 +93,26 @@ pub struct ImageLayout {
 /// One split of the pack (global token offsets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitLayout {
+    /// Index into [`PackedSequence::samples`].
     pub sample: usize,
+    /// What the split holds.
     pub kind: SplitKind,
+    /// How it attends.
     pub mode: AttnMode,
+    /// First token of the split in the pack.
     pub start: usize,
+    /// Tokens in the split, markers included.
     pub len: usize,
 }
 
 /// One sample of the pack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SampleLayout {
+    /// The sample's kind, for statistics and logs.
     pub kind: SampleKind,
+    /// First token of the sample in the pack.
     pub start: usize,
+    /// Tokens in the sample.
     pub len: usize,
     /// Range into [`PackedSequence::splits`].
     pub splits: Range<usize>,
@@ -101,6 +123,7 @@ pub struct SampleLayout {
 /// The metaqueries that supervise one noised image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaqueryGroup {
+    /// Index into [`PackedSequence::samples`].
     pub sample: usize,
     /// Index into [`PackedSequence::images`] of the noised target whose clean image gives
     /// the regression targets.
@@ -113,33 +136,44 @@ pub struct MetaqueryGroup {
 /// `0..len`, ascending.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackedSequence {
+    /// Total tokens in the pack.
     pub len: usize,
     /// RoPE position per token (BAGEL's rules; restarts at 0 per sample).
     pub position_ids: Vec<usize>,
-    /// Positions holding a text token (image markers included) and their ids.
+    /// Positions holding a text token (image markers included).
     pub text_indexes: Vec<usize>,
+    /// Token id at each of `text_indexes`.
     pub text_ids: Vec<u32>,
-    /// ViT patch positions and their position-table ids (`row * 70 + col`).
+    /// ViT patch positions.
     pub vit_indexes: Vec<usize>,
+    /// Position-table id of each of `vit_indexes` (`row * 70 + col`).
     pub vit_position_ids: Vec<usize>,
-    /// VAE token positions (clean and noised), their latent-table ids (`row * 64 + col`)
-    /// and timestep slots.
+    /// VAE token positions, clean and noised.
     pub vae_indexes: Vec<usize>,
+    /// Latent-table id of each of `vae_indexes` (`row * 64 + col`).
     pub latent_position_ids: Vec<usize>,
+    /// Where each of `vae_indexes` takes its timestep from.
     pub vae_timestep_slots: Vec<TimestepSlot>,
     /// VAE tokens with a flow-matching loss (the noised ones), a subset of `vae_indexes`.
     pub noised_indexes: Vec<usize>,
     /// Metaquery positions (no token ids: the model supplies learnable embeddings).
     pub metaquery_indexes: Vec<usize>,
-    /// Tokens of the understanding and generation experts: a partition of `0..len`.
+    /// Tokens of the understanding expert (text, markers, ViT, metaqueries).
+    /// Together with `gen_indexes` a partition of `0..len`.
     pub und_indexes: Vec<usize>,
+    /// Tokens of the generation expert (all VAE latents).
     pub gen_indexes: Vec<usize>,
-    /// Next-token targets of understanding text with loss, and of UNO captions.
+    /// Next-token targets of understanding text with loss.
     pub text_ce: CeTargets,
+    /// Next-token targets of UNO re-captions.
     pub caption_ce: CeTargets,
+    /// Every sample, in pack order.
     pub samples: Vec<SampleLayout>,
+    /// Every split, in pack order.
     pub splits: Vec<SplitLayout>,
+    /// Every image split, in pack order.
     pub images: Vec<ImageLayout>,
+    /// One group per metaquery split, in pack order.
     pub metaquery_groups: Vec<MetaqueryGroup>,
 }
 
@@ -155,6 +189,7 @@ impl PackedSequence {
         Ok(packed)
     }
 
+    /// Number of samples in the pack.
     pub fn num_samples(&self) -> usize {
         self.samples.len()
     }

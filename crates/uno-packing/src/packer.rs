@@ -50,6 +50,12 @@ pub struct GreedyPacker {
 }
 
 impl GreedyPacker {
+    /// A packer with an empty open pack.
+    ///
+    /// # Errors
+    ///
+    /// [`PackError::Config`] when `config` is invalid or the budget does not satisfy
+    /// `0 < expected_tokens <= max_tokens`.
     pub fn new(config: PackingConfig, budget: PackBudget) -> Result<Self, PackError> {
         config.validate()?;
         if budget.expected_tokens == 0 || budget.expected_tokens > budget.max_tokens {

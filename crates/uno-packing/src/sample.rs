@@ -35,8 +35,11 @@ impl Supervision {
 /// Which conditions of an edit sample are dropped for classifier-free guidance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct EditDropout {
+    /// Leave the instruction text out (a dropped text takes no position).
     pub instruction: bool,
+    /// Drop the source image's ViT split (its position id is still taken).
     pub source_vit: bool,
+    /// Drop the source image's clean VAE split (its position id is still taken).
     pub source_vae: bool,
 }
 
@@ -47,24 +50,39 @@ pub struct EditDropout {
 pub enum Sample {
     /// Condition text, noised target, then UNO's caption and metaqueries (if any).
     TextToImage {
+        /// The condition text's token ids.
         prompt: Vec<u32>,
+        /// Size of the image to generate (a multiple of the VAE token size, 16 pixels per
+        /// side by default).
         target: ImageSize,
+        /// UNO splits appended after the noised target.
         supervision: Supervision,
         /// Drop the prompt for CFG (the split is left out).
         drop_prompt: bool,
     },
     /// Source image (clean VAE, then ViT), instruction, noised target, supervision.
     Edit {
+        /// Size of the source image. The same size is used for its clean VAE split and its
+        /// ViT split, so unless one is dropped it must suit both grids (a multiple of 16
+        /// and of 14 pixels per side, i.e. of 112, under the default config).
         source: ImageSize,
+        /// The edit instruction's token ids.
         instruction: Vec<u32>,
+        /// Size of the edited image to generate (a multiple of the VAE token size).
         target: ImageSize,
+        /// UNO splits appended after the noised target.
         supervision: Supervision,
+        /// Conditions dropped for classifier-free guidance.
         dropout: EditDropout,
     },
     /// ViT image, optional question (no loss), answer (CE loss).
     Understanding {
+        /// Size of the image seen through the ViT (a multiple of the ViT patch, 14 pixels per
+        /// side by default).
         image: ImageSize,
+        /// Question token ids, packed as a text split without loss.
         question: Option<Vec<u32>>,
+        /// Answer token ids, the CE targets.
         answer: Vec<u32>,
     },
     /// Any plan of splits; validated like the typed variants.
@@ -79,8 +97,11 @@ pub enum SampleKind {
     TextToImage,
     /// Plain BAGEL text-to-image (no supervision splits).
     PlainTextToImage,
+    /// An edit sample, with or without supervision splits.
     Edit,
+    /// An understanding sample (image, question, answer).
     Understanding,
+    /// A [`Sample::Custom`] plan.
     Custom,
 }
 
@@ -130,6 +151,8 @@ impl Sample {
         }
     }
 
+    /// The sample's kind; a text-to-image sample without supervision is
+    /// [`SampleKind::PlainTextToImage`].
     pub fn kind(&self) -> SampleKind {
         match self {
             Self::TextToImage { supervision, .. } if supervision.is_none() => {

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// Attention mode of a split (BAGEL's three, plus UNO's supervision modes).
 ///
-/// Visibility between splits of one sample is decided by [`crate::mask`]; this enum only
-/// says what a split *is*.
+/// Visibility between splits of one sample is decided by [`crate::SampleMask`]; this enum
+/// only says what a split *is*.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttnMode {
@@ -71,11 +71,14 @@ pub enum Expert {
 /// token size (16: 8x downsampling, then 2x2 latent patches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ImageSize {
+    /// Height in pixels.
     pub height: usize,
+    /// Width in pixels.
     pub width: usize,
 }
 
 impl ImageSize {
+    /// An image of `height` x `width` pixels (height first, like tensors' `[H, W]`).
     pub fn new(height: usize, width: usize) -> Self {
         Self { height, width }
     }
@@ -88,7 +91,12 @@ impl ImageSize {
 #[serde(rename_all = "snake_case")]
 pub enum SplitSpec {
     /// A text turn; `loss` adds next-token CE targets (understanding data).
-    Text { tokens: Vec<u32>, loss: bool },
+    Text {
+        /// Token ids without special tokens (the packer adds `<|im_start|>`/`<|im_end|>`).
+        tokens: Vec<u32>,
+        /// Whether the split's tokens (and its closing `<|im_end|>`) are CE targets.
+        loss: bool,
+    },
     /// An image seen through the ViT (understanding expert).
     VitImage(ImageSize),
     /// A clean VAE image (generation expert, t = 0).

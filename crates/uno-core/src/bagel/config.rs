@@ -13,7 +13,9 @@ use crate::vision::SiglipVisionConfig;
 /// Everything needed to build a [`super::Bagel`] and pack data for it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BagelConfig {
+    /// The MoT language model (`llm_config.json`; Qwen2.5-7B shaped for BAGEL-7B).
     pub llm: MotConfig,
+    /// The SigLIP ViT (`vit_config.json`), with BAGEL's layer selection applied.
     pub vit: SiglipVisionConfig,
     /// Width of a latent token: `latent_channels * 2 * 2` (64 for FLUX's 16 channels).
     pub latent_token_dim: usize,
@@ -26,6 +28,7 @@ pub struct BagelConfig {
     pub num_metaqueries: usize,
     /// Flow-matching timestep shift during training (UNO: 4.0).
     pub timestep_shift: f64,
+    /// Ids of the text and image markers; each must be below `llm.vocab_size`.
     pub special_tokens: SpecialTokens,
     /// Loss weights (caption 0.1, visual 0.2).
     pub loss: UnoLossConfig,

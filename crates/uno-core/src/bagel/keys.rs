@@ -1,6 +1,6 @@
-//! BAGEL's checkpoint names for every parameter of [`Bagel`], derived from the module
-//! tree: one rule table instead of a hand-written list, so a new field cannot silently
-//! miss its key (the round-trip test checks the full key set against ARCHITECTURE.md's).
+//! BAGEL's checkpoint names for every parameter of [`Bagel`](super::Bagel), derived from
+//! the module tree: one rule table instead of a hand-written list, so a new field cannot
+//! silently miss its key (the round-trip test checks the full key set against ARCHITECTURE.md's).
 //!
 //! Rules (module path -> `ema.safetensors` key):
 //! * `embed_tokens` -> `language_model.model.embed_tokens.weight`; `lm_head.*` ->

@@ -88,14 +88,17 @@ impl<B: Backend> Bagel<B> {
         }
     }
 
+    /// The language model's hidden size (3584 for BAGEL-7B).
     pub fn hidden_size(&self) -> usize {
         self.embed_tokens.dims()[1]
     }
 
+    /// Rows of `embed_tokens` (152064 for BAGEL-7B).
     pub fn vocab_size(&self) -> usize {
         self.embed_tokens.dims()[0]
     }
 
+    /// Rows of `metaqueries`: the metaquery split length the model was built for.
     pub fn num_metaqueries(&self) -> usize {
         self.metaqueries.dims()[0]
     }

@@ -100,7 +100,10 @@ impl<B: Backend> PositionEmbedding<B> {
         self.pos_embed.dims()[0]
     }
 
-    /// Rows `ids` of the table, `[ids.len(), hidden]`.
+    /// Rows `ids` of the table.
+    ///
+    /// # Shapes
+    /// - output: `[ids.len(), hidden]`
     ///
     /// # Errors
     /// [`VisionError::PositionIdOutOfRange`] for an id past the table.
@@ -119,6 +122,10 @@ impl<B: Backend> PositionEmbedding<B> {
 /// `n` is `[cos(t_n * f_0..half) | sin(t_n * f_0..half)]` (cos first), plus one zero
 /// column when `dim` is odd. `t` is used as is: BAGEL feeds `t` in `[0, 1]` (after the
 /// sigmoid and the shift), not `1000 * t`.
+///
+/// # Shapes
+/// - `t`: `[N]`
+/// - output: `[N, dim]`
 pub fn timestep_sinusoid<B: Backend>(t: Tensor<B, 1>, dim: usize, max_period: f64) -> Tensor<B, 2> {
     let device = t.device();
     let [n] = t.dims();
@@ -149,6 +156,7 @@ pub struct TimestepEmbedderConfig {
 }
 
 impl TimestepEmbedderConfig {
+    /// Build the embedder with Burn's default initialisers (weights are meant to be loaded).
     pub fn init<B: Backend>(&self, device: &B::Device) -> TimestepEmbedder<B> {
         TimestepEmbedder {
             mlp_0: LinearConfig::new(self.frequency_embedding_size, self.hidden_size).init(device),
@@ -166,14 +174,22 @@ impl TimestepEmbedderConfig {
 /// weights transposed (Burn's Linear is `[in, out]`).
 #[derive(Module, Debug)]
 pub struct TimestepEmbedder<B: Backend> {
+    /// `frequency_embedding_size -> hidden`, before the SiLU.
     pub mlp_0: Linear<B>,
+    /// `hidden -> hidden`, after the SiLU.
     pub mlp_2: Linear<B>,
+    /// Width of the sinusoidal features (a constant, BAGEL: 256).
     pub frequency_embedding_size: usize,
+    /// Longest period of the sinusoid (a constant, BAGEL: 1e4).
     pub max_period: f64,
 }
 
 impl<B: Backend> TimestepEmbedder<B> {
-    /// `t`: `[N]` timesteps in `[0, 1]` (0 = clean) -> `[N, hidden]`.
+    /// Embed timesteps in `[0, 1]` (0 = clean).
+    ///
+    /// # Shapes
+    /// - `t`: `[N]`
+    /// - output: `[N, hidden]`
     pub fn forward(&self, t: Tensor<B, 1>) -> Tensor<B, 2> {
         let f = timestep_sinusoid(t, self.frequency_embedding_size, self.max_period);
         self.mlp_2.forward(silu(self.mlp_0.forward(f)))
@@ -228,7 +244,9 @@ pub struct GenerationEmbeddings<B: Backend> {
     pub vae2llm: Linear<B>,
     /// `hidden -> latent_token_dim`, zero-initialised.
     pub llm2vae: Linear<B>,
+    /// Embeds each latent token's timestep (`time_embedder.mlp.{0,2}.*`).
     pub time_embedder: TimestepEmbedder<B>,
+    /// Fixed `max_latent_size^2`-row sin-cos table, indexed `row * max_latent_size + col`.
     pub latent_pos_embed: PositionEmbedding<B>,
 }
 
@@ -241,6 +259,10 @@ impl<B: Backend> GenerationEmbeddings<B> {
     ///   embedding is not zero and is added too);
     /// * `position_ids`: `N` ids `row * max_latent_size + col` (uno-packing's
     ///   `latent_position_ids`).
+    ///
+    /// # Shapes
+    /// - `x_t`: `[N, latent_token_dim]`, `t`: `[N]`
+    /// - output: `[N, hidden]`
     ///
     /// # Errors
     /// [`VisionError::ShapeMismatch`] when `x_t`, `t` and the ids disagree in length or
@@ -276,8 +298,11 @@ impl<B: Backend> GenerationEmbeddings<B> {
         Ok(self.vae2llm.forward(x_t) + self.time_embedder.forward(t) + pos)
     }
 
-    /// Velocity prediction of hidden states: `llm2vae(h)`, `[N, hidden]` ->
-    /// `[N, latent_token_dim]`.
+    /// Velocity prediction of hidden states: `llm2vae(h)`.
+    ///
+    /// # Shapes
+    /// - `h`: `[N, hidden]`
+    /// - output: `[N, latent_token_dim]`
     pub fn output(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
         self.llm2vae.forward(h)
     }

@@ -18,7 +18,12 @@ pub enum Decoding {
     Greedy,
     /// Nucleus sampling: the smallest set of tokens whose probabilities (at `temperature`)
     /// reach `p`, renormalised, sampled from the seeded generator.
-    TopP { p: f64, temperature: f64 },
+    TopP {
+        /// Probability mass kept, in `(0, 1]` (1 = plain sampling).
+        p: f64,
+        /// Logits are divided by this before the softmax; finite and `> 0`.
+        temperature: f64,
+    },
 }
 
 /// Captioning settings.
@@ -26,6 +31,7 @@ pub enum Decoding {
 pub struct CaptionConfig {
     /// Stop after this many tokens if `<|im_end|>` has not come.
     pub max_tokens: usize,
+    /// Greedy (the default) or top-p sampling.
     pub decoding: Decoding,
     /// Seed of top-p sampling.
     pub seed: u64,

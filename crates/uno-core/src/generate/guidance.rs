@@ -32,6 +32,7 @@ pub struct Guidance {
     pub image_scale: f64,
     /// Guidance is on for `lo < t <= hi`, off (plain conditional velocity) elsewhere.
     pub interval: (f64, f64),
+    /// How the guided velocity's norm is pulled back (default: [`Renorm::Global`]).
     pub renorm: Renorm,
     /// Lower bound of the renorm factor (upper bound 1).
     pub renorm_min: f64,
@@ -62,6 +63,8 @@ impl Guidance {
         }
     }
 
+    /// Check the settings before a run starts.
+    ///
     /// # Errors
     /// [`GenerateError::Setting`] for non-finite or negative scales, an interval outside
     /// `[0, 1]` or reversed, or `renorm_min` outside `[0, 1]`.
@@ -111,6 +114,10 @@ impl Guidance {
     /// min, 1)` under [`Renorm::Global`] / [`Renorm::Channel`]. [`Renorm::TextChannel`]
     /// scales `v_t'` per token before the image step instead. Without `v_text` the
     /// result is `v`.
+    ///
+    /// # Shapes
+    /// - `v`, `v_text`, `v_image`: `[N, C]` (image tokens, latent channels)
+    /// - output: `[N, C]`
     pub fn combine<B: Backend>(
         &self,
         v: Tensor<B, 2>,

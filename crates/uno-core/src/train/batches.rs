@@ -11,18 +11,26 @@ use crate::trainer::{BoxError, DataSource, TrainRng};
 /// One packed micro-batch and its pixels (one image per `pack.images` entry).
 #[derive(Debug, Clone)]
 pub struct TrainBatch<B: Backend> {
+    /// The micro-batch's samples packed into one sequence.
     pub pack: PackedSequence,
+    /// One RGB image `[3, H, W]` in `[0, 1]` per entry of `pack.images`, in order
+    /// (CFG-dropped images have no entry in either).
     pub images: Vec<Tensor<B, 3>>,
 }
 
 /// Micro-batch `p` holds items `p * batch_size ..` (wrapping around the data set), so a
 /// position fully determines its items and resume continues exactly.
 pub struct PackedBatches<D, B: Backend> {
+    /// The items, read by index.
     pub dataset: D,
+    /// Items per micro-batch (all packed into one sequence).
     pub batch_size: usize,
+    /// How items are packed; it must match the model ([`crate::bagel::BagelConfig::packing`]).
     pub packing: PackingConfig,
-    /// Condition-text dropout for CFG (BAGEL: 0.1).
+    /// Condition dropout for CFG, drawn per item from the training RNG: the text (BAGEL:
+    /// 0.1) and, for edits, the source's ViT and clean VAE splits (BAGEL: 0.3 each).
     pub dropout: ConditionDropoutConfig,
+    /// Where the images are uploaded.
     pub device: B::Device,
 }
 

@@ -16,6 +16,8 @@ pub struct MlpConnectorConfig {
 }
 
 impl MlpConnectorConfig {
+    /// Build the connector with Burn's default initialisers (weights are meant to be
+    /// loaded).
     pub fn init<B: Backend>(&self, device: &B::Device) -> MlpConnector<B> {
         MlpConnector {
             fc1: LinearConfig::new(self.in_dim, self.out_dim).init(device),
@@ -28,12 +30,18 @@ impl MlpConnectorConfig {
 /// transposed: Burn's Linear is `[in, out]`).
 #[derive(Module, Debug)]
 pub struct MlpConnector<B: Backend> {
+    /// `in_dim -> out_dim`.
     pub fc1: Linear<B>,
+    /// `out_dim -> out_dim`.
     pub fc2: Linear<B>,
 }
 
 impl<B: Backend> MlpConnector<B> {
-    /// `[N, in_dim]` -> `[N, out_dim]`.
+    /// Map ViT tokens to language-model tokens.
+    ///
+    /// # Shapes
+    /// - `x`: `[N, in_dim]`
+    /// - output: `[N, out_dim]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
     }

@@ -63,21 +63,28 @@ fn default_layer_norm_eps() -> f64 {
 /// those layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SiglipVisionConfig {
+    /// Token width (so400m: 1152; Hugging Face default 768).
     #[serde(default = "default_hidden_size")]
     pub hidden_size: usize,
+    /// MLP inner width (so400m: 4304; default 3072).
     #[serde(default = "default_intermediate_size")]
     pub intermediate_size: usize,
+    /// Attention heads; must divide `hidden_size` (so400m: 16; default 12).
     #[serde(default = "default_num_attention_heads")]
     pub num_attention_heads: usize,
+    /// Encoder layers in the JSON, including any not used (so400m: 27; default 12).
     #[serde(default = "default_num_hidden_layers")]
     pub num_hidden_layers: usize,
+    /// Patch side in pixels (BAGEL: 14; default 16).
     #[serde(default = "default_patch_size")]
     pub patch_size: usize,
     /// Largest image side: the position table has `(image_size / patch_size)^2` rows.
     #[serde(default = "default_image_size")]
     pub image_size: usize,
+    /// Epsilon of every LayerNorm (1e-6).
     #[serde(default = "default_layer_norm_eps")]
     pub layer_norm_eps: f64,
+    /// Image channels (3, RGB).
     #[serde(default = "default_num_channels")]
     pub num_channels: usize,
     /// Encoder layers built and run (`None`: all `num_hidden_layers`).
@@ -237,18 +244,26 @@ pub struct SiglipVisionEmbeddings<B: Backend> {
     pub patch_embedding: Linear<B>,
     /// `max_patches_per_side^2` rows, row `row * max_patches_per_side + col`.
     pub position_embedding: Embedding<B>,
+    /// Patch side in pixels (a constant, not a parameter).
     pub patch_size: usize,
+    /// Image channels (a constant).
     pub num_channels: usize,
+    /// Side of the position table (a constant; BAGEL: 70).
     pub max_patches_per_side: usize,
 }
 
 /// Multi-head self-attention with biased q/k/v/out projections, scale `head_dim^-0.5`.
 #[derive(Module, Debug)]
 pub struct SiglipAttention<B: Backend> {
+    /// Query projection, `hidden -> hidden`.
     pub q_proj: Linear<B>,
+    /// Key projection, `hidden -> hidden`.
     pub k_proj: Linear<B>,
+    /// Value projection, `hidden -> hidden`.
     pub v_proj: Linear<B>,
+    /// Output projection, `hidden -> hidden`.
     pub out_proj: Linear<B>,
+    /// Attention heads (a constant); `head_dim = hidden / num_heads`.
     pub num_heads: usize,
 }
 
@@ -256,6 +271,10 @@ impl<B: Backend> SiglipAttention<B> {
     /// Bidirectional attention inside each image: `x` is `[sum(seq_lens), hidden]`, rows of
     /// image `i` are the `seq_lens[i]` consecutive rows after those of images `0..i`.
     /// Images never see each other (BAGEL's `flash_attn_varlen_func` with `cu_seqlens`).
+    ///
+    /// # Shapes
+    /// - `x`: `[sum(seq_lens), hidden]`
+    /// - output: `[sum(seq_lens), hidden]`
     pub fn forward(&self, x: Tensor<B, 2>, seq_lens: &[usize]) -> Tensor<B, 2> {
         let [_, d] = x.dims();
         let h = self.num_heads;
@@ -281,11 +300,18 @@ impl<B: Backend> SiglipAttention<B> {
 /// `fc2(gelu_tanh(fc1(x)))`.
 #[derive(Module, Debug)]
 pub struct SiglipMlp<B: Backend> {
+    /// `hidden -> intermediate`.
     pub fc1: Linear<B>,
+    /// `intermediate -> hidden`.
     pub fc2: Linear<B>,
 }
 
 impl<B: Backend> SiglipMlp<B> {
+    /// Apply the MLP to every row.
+    ///
+    /// # Shapes
+    /// - `x`: `[N, hidden]`
+    /// - output: `[N, hidden]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
     }
@@ -294,13 +320,22 @@ impl<B: Backend> SiglipMlp<B> {
 /// Pre-norm encoder layer: `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
 #[derive(Module, Debug)]
 pub struct SiglipEncoderLayer<B: Backend> {
+    /// Per-image self-attention.
     pub self_attn: SiglipAttention<B>,
+    /// Norm before the attention.
     pub layer_norm1: LayerNorm<B>,
+    /// The feed-forward block.
     pub mlp: SiglipMlp<B>,
+    /// Norm before the MLP.
     pub layer_norm2: LayerNorm<B>,
 }
 
 impl<B: Backend> SiglipEncoderLayer<B> {
+    /// One layer over packed images; `seq_lens` as in [`SiglipAttention::forward`].
+    ///
+    /// # Shapes
+    /// - `x`: `[sum(seq_lens), hidden]`
+    /// - output: `[sum(seq_lens), hidden]`
     pub fn forward(&self, x: Tensor<B, 2>, seq_lens: &[usize]) -> Tensor<B, 2> {
         let x = x.clone()
             + self
@@ -313,14 +348,18 @@ impl<B: Backend> SiglipEncoderLayer<B> {
 /// The stack of encoder layers actually used.
 #[derive(Module, Debug)]
 pub struct SiglipEncoder<B: Backend> {
+    /// `layers_used` layers (BAGEL: 26 of 27), run in order.
     pub layers: Vec<SiglipEncoderLayer<B>>,
 }
 
 /// Embeddings, encoder and post-layernorm (Hugging Face's `vision_model`).
 #[derive(Module, Debug)]
 pub struct SiglipVisionTransformer<B: Backend> {
+    /// Patch embedding and position table.
     pub embeddings: SiglipVisionEmbeddings<B>,
+    /// The encoder layers.
     pub encoder: SiglipEncoder<B>,
+    /// Final LayerNorm, applied to the output (BAGEL keeps it).
     pub post_layernorm: LayerNorm<B>,
 }
 
@@ -328,11 +367,12 @@ pub struct SiglipVisionTransformer<B: Backend> {
 /// (`vit_model.vision_model....`).
 #[derive(Module, Debug)]
 pub struct SiglipVisionModel<B: Backend> {
+    /// The whole encoder.
     pub vision_model: SiglipVisionTransformer<B>,
 }
 
 impl<B: Backend> SiglipVisionModel<B> {
-    /// Patch rows per image (`patch^2 * C`).
+    /// Length of one patch row (`patch^2 * C`, 588 for BAGEL).
     pub fn patch_dim(&self) -> usize {
         let e = &self.vision_model.embeddings;
         e.patch_size * e.patch_size * e.num_channels
@@ -352,7 +392,11 @@ impl<B: Backend> SiglipVisionModel<B> {
     ///   (uno-packing's `vit_position_ids`);
     /// * `seq_lens`: patches per image, summing to `N`; attention is confined to each image.
     ///
-    /// Returns `[N, hidden]` after the post-layernorm.
+    /// Returns the tokens after the post-layernorm.
+    ///
+    /// # Shapes
+    /// - `patches`: `[N, patch^2 * C]`
+    /// - output: `[N, hidden]`
     ///
     /// # Errors
     /// [`VisionError::ShapeMismatch`] for a wrong row length, id count or `seq_lens` sum (or
@@ -411,8 +455,11 @@ impl<B: Backend> SiglipVisionModel<B> {
     /// Patchify `images` (`[C, H, W]` each, any sizes, values as the ViT expects them:
     /// BAGEL normalises to `[-1, 1]`), compute their position ids and run [`Self::forward`].
     ///
-    /// Returns the packed output `[sum of patches, hidden]` and each image's grid
-    /// `[rows, cols]`.
+    /// Returns the packed output and each image's grid `[rows, cols]`.
+    ///
+    /// # Shapes
+    /// - `images`: each `[C, H, W]`
+    /// - output: `[sum of rows * cols, hidden]`
     ///
     /// # Errors
     /// [`VisionError::NotDivisible`] for a side not a multiple of the patch,

@@ -44,7 +44,10 @@ pub fn test_config(dir: &Path) -> TrainConfig {
         .with_output_dir(dir)
 }
 
+/// A builder-style setter for [`TrainConfig::output_dir`] (a plain field in the library), so
+/// [`test_config`] can end its chain with the test's temporary directory.
 pub trait WithDir {
+    /// The config with its checkpoints and metrics written under `dir`.
     fn with_output_dir(self, dir: &Path) -> Self;
 }
 
