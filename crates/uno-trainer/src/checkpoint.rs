@@ -163,7 +163,7 @@ impl CheckpointWriter {
 
     /// Write `bytes` to file `name` and fsync it.
     pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        Ok(write_synced(&self.path(name), bytes)?)
+        Ok(write_synced(self.path(name), bytes)?)
     }
 
     /// Fsync every file, record their sizes in `state.files`, write the state file last,
