@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use uno_core::backend::Flex;
-use uno_core::bagel::{Bagel, BagelConfig, UnoBatch, load_flux_ae, weights_file};
+use uno_core::bagel::{Bagel, BagelConfig, UnoBatch, weights_file};
 use uno_core::burn::tensor::{Tensor, TensorData};
 use uno_core::checkpoint::{UnexpectedKeys, WeightReader};
 use uno_core::packing::{ImageSize, PackedSequence, Sample};
-use uno_core::vae::{FluxAeConfig, LatentCodec, PixelCodec};
+use uno_core::vae::LatentCodec;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -122,22 +122,9 @@ fn run(dir: &Path, forward: bool) -> Result<(), BoxError> {
         if !report.unexpected.is_empty() {
             println!("ignored {} unexpected keys", report.unexpected.len());
         }
-        let losses = if config.pixels_per_latent_token == 4 {
-            synthetic_forward(&model, &config, &PixelCodec)?
-        } else if ae_path.is_file() {
-            synthetic_forward(
-                &model,
-                &config,
-                &load_flux_ae::<Flex>(&ae_path, &FluxAeConfig::default(), &device)?,
-            )?
-        } else {
-            return Err(format!(
-                "--forward needs {} for a {}-px-per-token latent space",
-                ae_path.display(),
-                config.pixels_per_latent_token
-            )
-            .into());
-        };
+        // The codec the folder's own configuration names (its `ae.safetensors` for FLUX).
+        let codec = config.load_codec::<Flex>(dir, &device)?;
+        let losses = synthetic_forward(&model, &config, &codec)?;
         println!(
             "UNO forward (synthetic input, seed 0): flow {:.6}  caption {:.6}  visual {:.6}  total {:.6}",
             losses[0], losses[1], losses[2], losses[3]

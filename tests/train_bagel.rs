@@ -184,7 +184,7 @@ fn resume_reproduces_a_straight_run() {
 /// moves, and a folder without the file is a named error.
 #[test]
 fn trains_with_the_flux_codec_of_a_folder() {
-    use uno_core::bagel::{AE_FILE, save_codec};
+    use uno_core::bagel::{AE_FILE, CodecConfig, save_codec};
     use uno_core::burn::module::Module;
     use uno_core::trainer::{DataSource, StepContext, TrainRng, TrainStep};
     use uno_core::vae::{Codec, FluxAeConfig, PixelCodec};
@@ -193,7 +193,7 @@ fn trains_with_the_flux_codec_of_a_folder() {
     std::fs::create_dir_all(&dir).unwrap();
     let (data, mut model_config, model) = setup(4);
     // ch_mult [1, 2]: downsample 2, z 16, so 4-px tokens of width 64 like the tiny model's.
-    model_config.vae = Some(FluxAeConfig::tiny());
+    model_config.codec = CodecConfig::Flux(FluxAeConfig::tiny());
     model_config.validate().unwrap();
     let device = Default::default();
     let ae = FluxAeConfig::tiny().init::<B>(&device).unwrap();
@@ -205,7 +205,7 @@ fn trains_with_the_flux_codec_of_a_folder() {
 
     let (loaded_config, model, _) =
         Bagel::<B>::load_folder(&dir, &device, UnexpectedKeys::Error).unwrap();
-    assert_eq!(loaded_config.vae, Some(FluxAeConfig::tiny()));
+    assert_eq!(loaded_config.codec, CodecConfig::Flux(FluxAeConfig::tiny()));
     let codec = loaded_config.load_codec::<B>(&dir, &device).unwrap();
     let ae_before = uno_testing::to_vec(codec.flux.as_ref().unwrap().encoder.conv_in.weight.val());
     let objective = loaded_config.objective().unwrap();

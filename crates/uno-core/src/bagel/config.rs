@@ -32,11 +32,20 @@ pub struct BagelConfig {
     pub special_tokens: SpecialTokens,
     /// Loss weights (caption 0.1, visual 0.2).
     pub loss: UnoLossConfig,
-    /// The codec: the FLUX autoencoder (weights in the folder's `ae.safetensors`), or
-    /// `None` for the identity [`crate::vae::PixelCodec`] of toy runs. Absent from
-    /// `uno_config.json` written before this field existed: `None`.
-    #[serde(default)]
-    pub vae: Option<FluxAeConfig>,
+    /// The codec the generation path works in.
+    pub codec: CodecConfig,
+}
+
+/// The codec a model's latents come from; it fixes `latent_token_dim` and
+/// `pixels_per_latent_token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecConfig {
+    /// The identity [`crate::vae::PixelCodec`] of toy runs and tests: 4-px tokens of width
+    /// 64, no weights.
+    Pixel,
+    /// The FLUX autoencoder of a release (weights in the folder's `ae.safetensors`).
+    Flux(FluxAeConfig),
 }
 
 impl BagelConfig {
@@ -52,7 +61,7 @@ impl BagelConfig {
             timestep_shift: 4.0,
             special_tokens: SpecialTokens::default(),
             loss: UnoLossConfig::new(),
-            vae: Some(FluxAeConfig::flux()),
+            codec: CodecConfig::Flux(FluxAeConfig::flux()),
         }
     }
 
@@ -78,7 +87,7 @@ impl BagelConfig {
             timestep_shift: 4.0,
             special_tokens,
             loss: UnoLossConfig::new(),
-            vae: None,
+            codec: CodecConfig::Pixel,
         }
     }
 
@@ -119,7 +128,7 @@ impl BagelConfig {
                 "must be positive",
             ));
         }
-        if let Some(ae) = &self.vae {
+        if let CodecConfig::Flux(ae) = &self.codec {
             ae.validate()?;
             let (px, dim) = (2 * ae.downsample(), 4 * ae.z_channels);
             if (px, dim) != (self.pixels_per_latent_token, self.latent_token_dim) {

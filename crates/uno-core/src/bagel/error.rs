@@ -33,6 +33,15 @@ pub enum BagelError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A folder's config file holds something no model has (an unknown key, a field that
+    /// belongs in another file, a value of the wrong type).
+    #[error("{}: {reason}", .path.display())]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
     /// A config could not be serialised.
     #[error("cannot serialise {name}: {source}")]
     Serialize {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 
 use super::keys::{bagel_key, load_module, module_keys, save_module, torch_key};
-use super::{Bagel, BagelConfig, BagelError};
+use super::{Bagel, BagelConfig, BagelError, CodecConfig};
 use crate::checkpoint::{
     LoadReport, SaveDtype, UnexpectedKeys, WeightReader, WeightWriter, read_json_config,
     write_bytes_atomically,
@@ -95,39 +95,88 @@ impl<B: Backend> Bagel<B> {
     }
 }
 
-/// UNO's settings saved next to BAGEL's configs (generation grid, metaqueries, special
-/// tokens, loss weights), so a folder written by uno-rs reloads exactly.
+/// UNO's settings saved next to BAGEL's configs (codec, generation grid, metaqueries,
+/// special tokens, loss weights): every [`BagelConfig`] field but `llm` and `vit`, which
+/// live in `llm_config.json` and `vit_config.json`. Fields left out take BAGEL-7B's and the
+/// paper's values, so a file may set only what differs.
 pub const UNO_CONFIG: &str = "uno_config.json";
 
+/// `BagelConfig` fields that have their own file in a folder.
+const OWN_FILES: [(&str, &str); 2] = [("llm", "llm_config.json"), ("vit", "vit_config.json")];
+
 impl BagelConfig {
-    /// The configuration of a BAGEL folder: `llm_config.json` and `vit_config.json` (a
-    /// release: BAGEL drops the ViT's last layer), and [`UNO_CONFIG`] when present (a
-    /// folder written by uno-rs); without it, the generation and UNO settings are
-    /// BAGEL-7B's and the paper's.
+    /// The configuration of a BAGEL folder, read the same way by every loader (training,
+    /// generation, inspection):
+    ///
+    /// 1. the language model from `llm_config.json`;
+    /// 2. the ViT from `vit_config.json`; a release's file (no `layers_used`) gets BAGEL's
+    ///    layer selection (the last layer dropped), a file uno-rs wrote states its layers;
+    /// 3. everything else: BAGEL-7B's and the paper's values, overridden field by field
+    ///    (nested tables too) by [`UNO_CONFIG`] when present. An unknown key, or `llm` /
+    ///    `vit` in it, is an error naming the key.
     pub fn from_folder(dir: &Path) -> Result<Self, BagelError> {
-        let uno = dir.join(UNO_CONFIG);
-        if uno.is_file() {
-            return Ok(read_json_config(uno)?);
-        }
         let llm: MotConfig = read_json_config(dir.join("llm_config.json"))?;
         let vit: SiglipVisionConfig = read_json_config(dir.join("vit_config.json"))?;
-        Ok(Self {
+        let vit = if vit.layers_used.is_some() {
+            vit
+        } else {
+            vit.for_bagel()
+        };
+        let base = Self {
             llm,
-            vit: vit.for_bagel(),
+            vit,
             ..Self::bagel_7b()
-        })
+        };
+        let path = dir.join(UNO_CONFIG);
+        if !path.is_file() {
+            return Ok(base);
+        }
+        let overlay: serde_json::Value = read_json_config(&path)?;
+        let bad = |reason: String| BagelError::ConfigFile {
+            path: path.clone(),
+            reason,
+        };
+        let mut merged = serde_json::to_value(&base).map_err(|source| BagelError::Serialize {
+            name: UNO_CONFIG,
+            source,
+        })?;
+        let serde_json::Value::Object(fields) = overlay else {
+            return Err(bad("expected a JSON object".into()));
+        };
+        for (key, value) in fields {
+            if let Some((_, file)) = OWN_FILES.iter().find(|(field, _)| *field == key) {
+                return Err(bad(format!("`{key}` belongs in {file}, not here")));
+            }
+            overlay_field(&mut merged, &key, value)
+                .map_err(|path| bad(format!("unknown key `{path}`")))?;
+        }
+        serde_json::from_value(merged).map_err(|e| bad(e.to_string()))
     }
 
-    /// Write `llm_config.json`, `vit_config.json` and [`UNO_CONFIG`] into `dir`.
+    /// Write `llm_config.json`, `vit_config.json` (with its `layers_used` stated, so it
+    /// reloads as is) and [`UNO_CONFIG`] (everything else) into `dir`, each atomically.
     pub fn save_folder(&self, dir: &Path) -> Result<(), BagelError> {
         // Atomically: a crash never leaves a half-written config that no loader can read.
         let write = |name: &'static str, json: Result<String, serde_json::Error>| {
             let text = json.map_err(|source| BagelError::Serialize { name, source })?;
             Ok::<_, BagelError>(write_bytes_atomically(dir.join(name), text.as_bytes())?)
         };
+        let vit = SiglipVisionConfig {
+            layers_used: Some(self.vit.num_layers()),
+            ..self.vit.clone()
+        };
+        let mut uno = serde_json::to_value(self).map_err(|source| BagelError::Serialize {
+            name: UNO_CONFIG,
+            source,
+        })?;
+        if let Some(fields) = uno.as_object_mut() {
+            for (field, _) in OWN_FILES {
+                fields.remove(field);
+            }
+        }
         write("llm_config.json", serde_json::to_string_pretty(&self.llm))?;
-        write("vit_config.json", serde_json::to_string_pretty(&self.vit))?;
-        write(UNO_CONFIG, serde_json::to_string_pretty(self))
+        write("vit_config.json", serde_json::to_string_pretty(&vit))?;
+        write(UNO_CONFIG, serde_json::to_string_pretty(&uno))
     }
 }
 
@@ -135,14 +184,14 @@ impl BagelConfig {
 pub const AE_FILE: &str = "ae.safetensors";
 
 impl BagelConfig {
-    /// The codec this configuration names ([`BagelConfig::vae`]): the FLUX autoencoder
+    /// The codec this configuration names ([`BagelConfig::codec`]): the FLUX autoencoder
     /// read from `dir`'s [`AE_FILE`], or the [`crate::vae::PixelCodec`].
     pub fn load_codec<B: Backend>(
         &self,
         dir: &Path,
         device: &B::Device,
     ) -> Result<Codec<B>, BagelError> {
-        let Some(ae) = &self.vae else {
+        let CodecConfig::Flux(ae) = &self.codec else {
             return Ok(Codec::pixel());
         };
         let path = dir.join(AE_FILE);
@@ -223,4 +272,30 @@ pub fn weights_file(dir: &Path) -> Result<PathBuf, BagelError> {
         dir: dir.to_path_buf(),
         reason: "holds no ema.safetensors, *.safetensors.index.json or *.safetensors".into(),
     })
+}
+
+/// Set `key` of the object `base` to `value`, merging objects field by field (so
+/// `{"loss": {"caption": 0.3}}` keeps the visual weight). The error is the dotted path of
+/// a key `base` does not have.
+fn overlay_field(
+    base: &mut serde_json::Value,
+    key: &str,
+    value: serde_json::Value,
+) -> Result<(), String> {
+    let slot = base
+        .as_object_mut()
+        .and_then(|fields| fields.get_mut(key))
+        .ok_or_else(|| key.to_string())?;
+    match value {
+        serde_json::Value::Object(fields) if slot.is_object() => {
+            for (inner, value) in fields {
+                overlay_field(slot, &inner, value).map_err(|e| format!("{key}.{e}"))?;
+            }
+            Ok(())
+        }
+        value => {
+            *slot = value;
+            Ok(())
+        }
+    }
 }

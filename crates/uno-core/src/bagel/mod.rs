@@ -13,7 +13,7 @@ pub mod keys;
 mod model;
 mod vit;
 
-pub use config::BagelConfig;
+pub use config::{BagelConfig, CodecConfig};
 pub use error::BagelError;
 pub use forward::{UnoBatch, UnoForward, UnoObjective, flow_slots};
 pub use io::{AE_FILE, METAQUERY_KEY, UNO_CONFIG, load_flux_ae, save_codec, weights_file};

@@ -265,11 +265,12 @@ fn folder_round_trip<B: Backend>() {
     assert_eq!(loaded_config.num_metaqueries, config.num_metaqueries);
     assert_eq!(loaded_config.llm, config.llm);
     assert_eq!(outputs(&loaded, &config), outputs(&model, &config));
-    // Without uno_config.json the folder reads as a BAGEL release (7B generation defaults).
+    // Without uno_config.json the folder reads as a BAGEL release (7B generation defaults),
+    // with the ViT layers its vit_config.json states.
     std::fs::remove_file(dir.join(uno_core::bagel::UNO_CONFIG)).unwrap();
     let release = BagelConfig::from_folder(&dir).unwrap();
     assert_eq!(release.llm, config.llm);
-    assert_eq!(release.vit.num_layers(), config.vit.num_hidden_layers - 1); // BAGEL drops one
+    assert_eq!(release.vit, config.vit);
     assert_eq!(release.num_metaqueries, 256);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -314,6 +315,77 @@ fn flux_ae_round_trip<B: Backend>() {
         uno_testing::to_vec(loaded.encode(image.clone()).unwrap()),
         uno_testing::to_vec(ae.encode(image).unwrap())
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every loader reads a folder the same way: the language model and the ViT from their own
+/// files (edits there are honoured), everything else from defaults overridden field by field
+/// by `uno_config.json`; a release's `vit_config.json` (no `layers_used`) drops BAGEL's last
+/// layer; unknown keys and misplaced sections are errors naming them.
+#[test]
+fn folder_configs_override_field_by_field() {
+    use uno_core::bagel::{CodecConfig, UNO_CONFIG};
+    let dir = temp("partial");
+    let tiny = config();
+    tiny.save_folder(&dir).unwrap();
+    assert_eq!(
+        BagelConfig::from_folder(&dir).unwrap().codec,
+        CodecConfig::Pixel
+    );
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+
+    // Only the caption weight and the shift: the rest is BAGEL-7B's and the paper's.
+    write(
+        UNO_CONFIG,
+        r#"{"loss": {"caption": 0.3}, "timestep_shift": 2.5}"#,
+    );
+    let c = BagelConfig::from_folder(&dir).unwrap();
+    let paper = BagelConfig::bagel_7b();
+    assert_eq!((c.loss.caption, c.loss.visual), (0.3, paper.loss.visual));
+    assert_eq!(c.timestep_shift, 2.5);
+    assert_eq!((c.num_metaqueries, c.codec), (256, paper.codec.clone()));
+    assert_eq!((c.llm, c.vit), (tiny.llm.clone(), tiny.vit.clone()));
+
+    // A FLUX width set alone keeps the other FLUX fields.
+    write(UNO_CONFIG, r#"{"codec": {"flux": {"ch": 64}}}"#);
+    let CodecConfig::Flux(ae) = BagelConfig::from_folder(&dir).unwrap().codec else {
+        panic!("expected the FLUX codec");
+    };
+    let CodecConfig::Flux(release_ae) = paper.codec else {
+        unreachable!()
+    };
+    assert_eq!(ae.ch, 64);
+    assert_eq!(ae.ch_mult, release_ae.ch_mult);
+
+    // An edit of llm_config.json is honoured, not shadowed by uno_config.json.
+    let mut llm = tiny.llm.clone();
+    llm.rms_norm_eps = 1e-3;
+    write("llm_config.json", &serde_json::to_string(&llm).unwrap());
+    assert_eq!(
+        BagelConfig::from_folder(&dir).unwrap().llm.rms_norm_eps,
+        1e-3
+    );
+
+    // A release's vit_config.json has no `layers_used`: BAGEL drops the last layer.
+    let mut vit = serde_json::to_value(&tiny.vit).unwrap();
+    vit.as_object_mut().unwrap().remove("layers_used");
+    write("vit_config.json", &vit.to_string());
+    let c = BagelConfig::from_folder(&dir).unwrap();
+    assert_eq!(c.vit.num_layers(), tiny.vit.num_hidden_layers - 1);
+
+    for (text, culprit) in [
+        (r#"{"loss": {"captoin": 1}}"#, "loss.captoin"),
+        (r#"{"metaqueries": 4}"#, "metaqueries"),
+        (r#"{"llm": {}}"#, "llm_config.json"),
+        (r#"[1, 2]"#, "object"),
+    ] {
+        write(UNO_CONFIG, text);
+        let err = BagelConfig::from_folder(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains(culprit) && err.contains(UNO_CONFIG),
+            "{text}: {err}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
