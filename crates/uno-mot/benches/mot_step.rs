@@ -5,7 +5,8 @@
 //! Throughput is reported as FLOP/s (criterion's "elem/s"), counting matmul FLOPs only:
 //! per layer and token `2 * (h*h [q] + 2*h*kv_dim [k, v] + h*h [o] + 3*h*I [mlp])`, plus per
 //! layer `2 * 2 * L^2 * h` for `q k^T` and `p v` (full square, masked entries included, as
-//! the unfused kernel computes them); backward = 2 x forward, so a step = 3 x forward.
+//! the dense kernel computes them; the default blockwise attention skips the masked upper
+//! tiles of the text half); backward = 2 x forward, so a step = 3 x forward.
 //!
 //! Run: `cargo bench -p uno-mot --features ndarray -- --sample-size 10`
 
@@ -13,7 +14,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use uno_mot::{MotConfig, MotModel, Routing, SampleMask};
+use uno_mot::{AttnSegment, MotConfig, MotModel, Routing, SampleAttention};
 
 const TOKENS: usize = 1024;
 
@@ -32,7 +33,7 @@ struct Setup<B: Backend> {
     hidden: Tensor<B, 2>,
     routing: Routing<B>,
     position_ids: Tensor<B, 1, Int>,
-    samples: Vec<SampleMask<B>>,
+    samples: Vec<SampleAttention>,
     weights: Tensor<B, 2>,
 }
 
@@ -45,12 +46,20 @@ fn setup<B: Backend>(config: &MotConfig) -> Setup<B> {
     let half = TOKENS / 2;
     let und: Vec<usize> = (0..half).collect();
     let gen_idx: Vec<usize> = (half..TOKENS).collect();
-    let mask: Vec<bool> = (0..TOKENS * TOKENS)
-        .map(|k| {
-            let (r, c) = (k / TOKENS, k % TOKENS);
-            if r < half { c > r } else { false }
-        })
-        .collect();
+    let segments = vec![
+        AttnSegment {
+            start: 0,
+            len: half,
+            causal_inside: true,
+            sees: vec![],
+        },
+        AttnSegment {
+            start: half,
+            len: half,
+            causal_inside: false,
+            sees: vec![0],
+        },
+    ];
     let pos: Vec<i64> = (0..TOKENS)
         .map(|i| if i < half { i as i64 } else { half as i64 })
         .collect();
@@ -60,11 +69,7 @@ fn setup<B: Backend>(config: &MotConfig) -> Setup<B> {
         hidden: Tensor::random([TOKENS, config.hidden_size], normal, &device),
         routing: Routing::from_indices(&und, &gen_idx, TOKENS, &device).unwrap(),
         position_ids: Tensor::from_data(TensorData::new(pos, [TOKENS]), &device),
-        samples: vec![SampleMask {
-            start: 0,
-            len: TOKENS,
-            mask: Tensor::from_data(TensorData::new(mask, [TOKENS, TOKENS]), &device),
-        }],
+        samples: vec![SampleAttention::new(0, segments).unwrap()],
         weights: Tensor::random([TOKENS, config.hidden_size], normal, &device),
     }
 }

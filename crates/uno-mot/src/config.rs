@@ -3,8 +3,8 @@
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
-use crate::MotError;
 use crate::model::MotModel;
+use crate::{AttentionImpl, MotError};
 
 fn default_true() -> bool {
     true
@@ -37,6 +37,10 @@ pub struct MotConfig {
     /// RMSNorm of q and k over head_dim before RoPE (BAGEL sets it; default true).
     #[serde(default = "default_true")]
     pub qk_norm: bool,
+    /// How the training forward computes the joint attention (not a BAGEL field; default
+    /// blockwise, see [`crate::attention`]).
+    #[serde(default)]
+    pub attention: AttentionImpl,
 }
 
 impl MotConfig {
@@ -52,6 +56,7 @@ impl MotConfig {
             rope_theta: 1e6,
             vocab_size: 152064,
             qk_norm: true,
+            attention: AttentionImpl::default(),
         }
     }
 
@@ -67,6 +72,7 @@ impl MotConfig {
             rope_theta: 1e4,
             vocab_size: 64,
             qk_norm: true,
+            attention: AttentionImpl::default(),
         }
     }
 
@@ -83,6 +89,7 @@ impl MotConfig {
             rope_theta: 1e6,
             vocab_size: 1024,
             qk_norm: true,
+            attention: AttentionImpl::default(),
         }
     }
 
@@ -102,8 +109,15 @@ impl MotConfig {
         self.num_attention_heads / self.num_key_value_heads.max(1)
     }
 
+    /// Same config with another attention implementation.
+    pub fn with_attention(mut self, attention: AttentionImpl) -> Self {
+        self.attention = attention;
+        self
+    }
+
     /// Check every invariant the decoder relies on.
     pub fn validate(&self) -> Result<(), MotError> {
+        self.attention.validate()?;
         for (field, value) in [
             ("hidden_size", self.hidden_size),
             ("num_hidden_layers", self.num_hidden_layers),

@@ -120,15 +120,33 @@ pub enum MotError {
         /// Number of tokens in the pack.
         len: usize,
     },
-    /// A sample's mask is not `[len, len]`.
-    #[error("samples: sample {sample} mask has shape {got:?}, expected [{len}, {len}]")]
-    SampleMaskShape {
-        /// Index of the offending sample.
-        sample: usize,
-        /// The sample's `len`.
-        len: usize,
-        /// The mask shape received.
-        got: [usize; 2],
+    /// A segment of a sample's attention pattern is empty.
+    #[error("attention segments: segment {segment} has len 0")]
+    EmptySegment {
+        /// Index of the offending segment within its sample.
+        segment: usize,
+    },
+    /// The segments of a sample do not tile it in order.
+    #[error(
+        "attention segments: segment {segment} starts at {start} but the previous segments end at {expected_start} (segments must tile the sample in order)"
+    )]
+    SegmentGap {
+        /// Index of the offending segment within its sample.
+        segment: usize,
+        /// Its `start`.
+        start: usize,
+        /// Where it should start.
+        expected_start: usize,
+    },
+    /// A segment's `sees` is not a strictly increasing list of earlier segments.
+    #[error(
+        "attention segments: segment {segment} sees {sees:?}, expected strictly increasing indexes of earlier segments (< {segment})"
+    )]
+    SegmentSees {
+        /// Index of the offending segment within its sample.
+        segment: usize,
+        /// Its `sees` list.
+        sees: Vec<usize>,
     },
     /// A KV cache does not belong to this model.
     #[error("kv cache has {got} layers, the model has {expected}")]

@@ -16,10 +16,12 @@
 //! and the output is `norm(h)` for und tokens, `norm_moe_gen(h)` for gen tokens.
 //!
 //! * [`MotConfig`]: BAGEL `llm_config.json` fields, presets, validation, `init`.
-//! * [`MotModel::forward`]: packed training forward; [`Routing`], [`SampleMask`] inputs.
+//! * [`MotModel::forward`]: packed training forward; [`Routing`], [`SampleAttention`]
+//!   (segments, [`AttnSegment`]) inputs.
 //! * [`MotModel::freeze_und`], [`MotModel::init_gen_from_und`]: UNO's setup.
 //! * [`MotModel::prefill`], [`MotModel::forward_cached`], [`KvCache`]: inference.
-//! * [`attention::attend`]: the single attention entry point (swap in a fused kernel there).
+//! * [`attention`]: the joint attention, dense or blockwise ([`AttentionImpl`]) with a
+//!   recomputing backward under `Autodiff`.
 //!
 //! This crate does not depend on `uno-packing`: it takes plain index and mask tensors.
 
@@ -27,13 +29,14 @@
 
 pub mod attention;
 mod config;
+mod dispatch;
 mod error;
 pub mod layers;
 mod model;
 pub mod rope;
 mod routing;
 
-pub use attention::SampleMask;
+pub use attention::{AttentionImpl, AttnSegment, JointAttention, SampleAttention};
 pub use config::MotConfig;
 pub use error::MotError;
 pub use layers::{ExpertLayer, Mlp, SelfAttnProj};

@@ -5,7 +5,9 @@ use burn::nn::RmsNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
-use crate::attention::{SampleMask, attend, from_heads, joint_attention, to_heads};
+use crate::attention::{
+    AttentionImpl, JointAttention, SampleAttention, attend, from_heads, to_heads,
+};
 use crate::layers::{ExpertLayer, rms_norm};
 use crate::rope::RopeTables;
 use crate::{MotConfig, MotError, Routing};
@@ -85,6 +87,8 @@ pub struct MotModel<B: Backend> {
     pub head_dim: usize,
     /// RoPE base.
     pub rope_theta: f64,
+    /// How [`Self::forward`] computes the joint attention.
+    pub attention: AttentionImpl,
 }
 
 /// Keys and values of a prefilled context, per layer, for incremental inference.
@@ -168,6 +172,7 @@ impl<B: Backend> MotModel<B> {
             num_kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim(),
             rope_theta: config.rope_theta,
+            attention: config.attention,
         }
     }
 
@@ -177,8 +182,9 @@ impl<B: Backend> MotModel<B> {
     ///   already projected to the model width).
     /// - `routing`: which rows go to which expert ([`Routing::new`] validates it).
     /// - `position_ids`: `[L]` 1-D RoPE positions (tokens of one image share an id).
-    /// - `samples`: the pack's samples, tiling `0..L` in order, each with its own
-    ///   `[len, len]` mask (`true` = masked). Attention is block-diagonal over them.
+    /// - `samples`: the pack's samples, tiling `0..L` in order, each with its own attention
+    ///   pattern. Attention is block-diagonal over them, computed as [`Self::attention`]
+    ///   says.
     ///
     /// Returns `[L, hidden]` in sequence order, each row normalised by its expert's final
     /// norm (`norm` for und rows, `norm_moe_gen` for gen rows). Differentiable; under
@@ -188,20 +194,24 @@ impl<B: Backend> MotModel<B> {
         hidden: Tensor<B, 2>,
         routing: &Routing<B>,
         position_ids: Tensor<B, 1, Int>,
-        samples: &[SampleMask<B>],
+        samples: &[SampleAttention],
     ) -> Result<Tensor<B, 2>, MotError> {
         let len = self.check_inputs(&hidden, routing, &position_ids)?;
-        check_samples(samples, len)?;
+        let attention = JointAttention::new(
+            samples,
+            len,
+            self.num_heads,
+            self.num_kv_heads,
+            self.attention,
+            &hidden.device(),
+        )?;
         if len == 0 {
             return Ok(hidden);
         }
         let rope = RopeTables::new(position_ids, self.head_dim, self.rope_theta);
-        let (nh, nkv) = (self.num_heads, self.num_kv_heads);
         let mut h = routing.to_expert_order(hidden);
         for layer in &self.layers {
-            h = layer.forward(h, routing, &rope, |q, k, v| {
-                joint_attention(q, k, v, samples, nh, nkv)
-            });
+            h = layer.forward(h, routing, &rope, |q, k, v| attention.forward(q, k, v));
         }
         Ok(self.final_norm(h, routing))
     }
@@ -391,38 +401,4 @@ impl<B: Backend> MotModel<B> {
         }
         Ok(len)
     }
-}
-
-/// Samples must tile `0..len` in order, none empty, each mask `[len_i, len_i]`.
-pub(crate) fn check_samples<B: Backend>(
-    samples: &[SampleMask<B>],
-    len: usize,
-) -> Result<(), MotError> {
-    let mut end = 0;
-    for (i, s) in samples.iter().enumerate() {
-        if s.len == 0 {
-            return Err(MotError::EmptySample { sample: i });
-        }
-        if s.start != end {
-            return Err(MotError::SampleGap {
-                sample: i,
-                start: s.start,
-                expected_start: end,
-                len,
-            });
-        }
-        let got = s.mask.dims();
-        if got != [s.len, s.len] {
-            return Err(MotError::SampleMaskShape {
-                sample: i,
-                len: s.len,
-                got,
-            });
-        }
-        end += s.len;
-    }
-    if end != len {
-        return Err(MotError::SampleCoverage { covered: end, len });
-    }
-    Ok(())
 }

@@ -3,8 +3,9 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 
+use super::pack_attention;
 use super::{Bagel, BagelConfig, BagelError};
-use crate::mot::{Routing, SampleMask};
+use crate::mot::Routing;
 use crate::objectives::{
     FlowNoise, FlowSlot, UnoLoss, UnoLossInputs, UnoLossOutput, pool_target_tokens,
 };
@@ -106,15 +107,7 @@ impl<B: Backend> Bagel<B> {
 
         let routing =
             Routing::from_indices(&pack.und_indexes, &pack.gen_indexes, pack.len, &device)?;
-        let masks: Vec<SampleMask<B>> = pack
-            .samples
-            .iter()
-            .map(|s| SampleMask {
-                start: s.start,
-                len: s.len,
-                mask: s.mask.to_tensor::<B>(&device).reshape([s.len, s.len]),
-            })
-            .collect();
+        let masks = pack_attention(pack)?;
         let positions = index_tensor::<B>(&pack.position_ids, &device);
         let hidden = self
             .language_model

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{GenerateError, Guidance, sampling_timesteps};
 use crate::bagel::Bagel;
-use crate::mot::{CacheWrite, KvCache, Routing, SampleMask};
+use crate::bagel::sample_attention;
+use crate::mot::{CacheWrite, KvCache, Routing, SampleAttention};
 use crate::packing::{
     EditDropout, ImageSize, PackedSequence, PackingConfig, Sample, SplitKind, Supervision,
     index_tensor,
@@ -243,7 +244,7 @@ enum StepInputs<B: Backend> {
         context: Option<Tensor<B, 2>>,
         routing: Routing<B>,
         positions: Tensor<B, 1, Int>,
-        mask: SampleMask<B>,
+        attention: SampleAttention,
     },
 }
 
@@ -290,11 +291,11 @@ impl<B: Backend> Branch<B> {
             .clone()
             .select(0, index_tensor::<B>(&[c, len - 1], &device));
         let context = (c > 0).then(|| hidden.narrow(0, 0, c));
-        let mask = pack.samples[0]
-            .mask
-            .to_tensor::<B>(&device)
-            .reshape([len, len]);
         let step = if kv_cache {
+            let mask = pack.samples[0]
+                .mask
+                .to_tensor::<B>(&device)
+                .reshape([len, len]);
             let cache = match context {
                 None => model.language_model.kv_cache(len, &device),
                 Some(context) => {
@@ -321,11 +322,7 @@ impl<B: Backend> Branch<B> {
                 context,
                 routing: Routing::from_indices(&und, &gen_, len, &device)?,
                 positions: index_tensor::<B>(&pack.position_ids, &device),
-                mask: SampleMask {
-                    start: 0,
-                    len,
-                    mask,
-                },
+                attention: sample_attention(0, &pack.samples[0].mask)?,
             }
         };
         let latent_ids =
@@ -380,7 +377,7 @@ impl<B: Backend> Branch<B> {
                 context,
                 routing,
                 positions,
-                mask,
+                attention,
             } => {
                 let hidden = match context {
                     Some(context) => Tensor::cat(vec![context.clone(), query], 0),
@@ -393,7 +390,7 @@ impl<B: Backend> Branch<B> {
                         hidden,
                         routing,
                         positions.clone(),
-                        std::slice::from_ref(mask),
+                        std::slice::from_ref(attention),
                     )?
                     .narrow(0, len - tokens - 2, tokens + 2)
             }

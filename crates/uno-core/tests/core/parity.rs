@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::{DType, Tensor, backend::Backend};
-use uno_core::bagel::{Bagel, BagelConfig, UnoForward};
+use uno_core::bagel::{Bagel, BagelConfig, UnoForward, pack_attention};
 use uno_core::checkpoint::{UnexpectedKeys, WeightReader};
 use uno_core::objectives::FlowNoise;
 use uno_core::packing::{ImageSize, PackedSequence, Sample, SpecialTokens};
@@ -106,6 +106,10 @@ fn packing_matches_the_reference_layout(case: &Fixture, pack: &PackedSequence) {
             .map(|m| m == 1)
             .collect();
         assert_eq!(pack.dense_mask(i), expected, "sample {i} mask");
+        // The decoder's segments (what the blockwise attention reads) say the same.
+        let attention = &pack_attention(pack).unwrap()[i];
+        assert_eq!(attention.start(), sample.start, "sample {i} start");
+        assert_eq!(attention.dense(), expected, "sample {i} attention segments");
     }
 }
 

@@ -4,7 +4,7 @@
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
-use uno_mot::{MotConfig, MotModel, Routing, SampleMask};
+use uno_mot::{AttnSegment, MotConfig, MotModel, Routing, SampleAttention};
 
 /// SplitMix64 + Box-Muller.
 pub struct Rng(u64);
@@ -109,15 +109,45 @@ pub fn tiny<B: Backend>(layers: usize, seed: u64, device: &B::Device) -> MotMode
     randomize(model, seed)
 }
 
-#[derive(Clone, Copy, PartialEq)]
+/// BAGEL's split kinds plus UNO's supervision splits (uno-packing's `AttnMode`).
+#[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Kind {
     Causal,
     Full,
     Noise,
+    Caption,
+    MetaqueryCausal,
+    MetaqueryFull,
 }
 
-/// BAGEL's split rules (true = masked): each split sees all earlier splits of its sample
-/// except noise splits; causal is lower-triangular inside, full/noise bidirectional.
+impl Kind {
+    fn causal_inside(self) -> bool {
+        matches!(self, Kind::Causal | Kind::Caption | Kind::MetaqueryCausal)
+    }
+    fn supervision(self) -> bool {
+        matches!(
+            self,
+            Kind::Caption | Kind::MetaqueryCausal | Kind::MetaqueryFull
+        )
+    }
+}
+
+/// Whether split `a` sees the earlier split `b` (uno-packing's rules, default visibility):
+/// supervision splits are hidden from everyone and see only their noised target (the
+/// latest noise split before them); noise splits are hidden from every other split.
+fn split_sees(splits: &[(Kind, usize)], a: usize, b: usize) -> bool {
+    let (query, key) = (splits[a].0, splits[b].0);
+    if key.supervision() {
+        false
+    } else if query.supervision() {
+        splits[..a].iter().rposition(|s| s.0 == Kind::Noise) == Some(b)
+    } else {
+        key != Kind::Noise
+    }
+}
+
+/// The dense mask of one sample, built element by element (true = masked): the
+/// independent reference for [`sample_attention`]'s segments.
 pub fn split_mask(splits: &[(Kind, usize)]) -> (Vec<bool>, usize) {
     let n: usize = splits.iter().map(|s| s.1).sum();
     let mut masked = vec![true; n * n];
@@ -127,12 +157,12 @@ pub fn split_mask(splits: &[(Kind, usize)]) -> (Vec<bool>, usize) {
     }
     for (a, &(kind, _)) in splits.iter().enumerate() {
         for i in offs[a]..offs[a + 1] {
-            for (b, &(kind_b, _)) in splits.iter().enumerate().take(a + 1) {
+            for b in 0..=a {
                 for j in offs[b]..offs[b + 1] {
                     let visible = if b == a {
-                        kind != Kind::Causal || j <= i
+                        !kind.causal_inside() || j <= i
                     } else {
-                        kind_b != Kind::Noise
+                        split_sees(splits, a, b)
                     };
                     masked[i * n + j] = !visible;
                 }
@@ -142,11 +172,31 @@ pub fn split_mask(splits: &[(Kind, usize)]) -> (Vec<bool>, usize) {
     (masked, n)
 }
 
+/// The segments of one sample starting at pack row `start`.
+pub fn sample_attention(start: usize, splits: &[(Kind, usize)]) -> SampleAttention {
+    let mut offset = 0;
+    let segments = splits
+        .iter()
+        .enumerate()
+        .map(|(a, &(kind, len))| {
+            let segment = AttnSegment {
+                start: offset,
+                len,
+                causal_inside: kind.causal_inside(),
+                sees: (0..a).filter(|&b| split_sees(splits, a, b)).collect(),
+            };
+            offset += len;
+            segment
+        })
+        .collect();
+    SampleAttention::new(start, segments).unwrap()
+}
+
 /// A packed input: 2 samples, interleaved routing, shared position ids.
 pub struct Pack<B: Backend> {
     pub hidden: Tensor<B, 2>,
     pub position_ids: Tensor<B, 1, Int>,
-    pub samples: Vec<SampleMask<B>>,
+    pub samples: Vec<SampleAttention>,
     pub und: Vec<usize>,
     pub gen_idx: Vec<usize>,
 }
@@ -173,13 +223,9 @@ pub fn pack<B: Backend>(hidden_size: usize, seed: u64, device: &B::Device) -> Pa
     let mut samples = Vec::new();
     let mut start = 0;
     for s in [&s0[..], &s1[..]] {
-        let (m, n) = split_mask(s);
-        samples.push(SampleMask {
-            start,
-            len: n,
-            mask: bools(m, n, n, device),
-        });
-        start += n;
+        let sample = sample_attention(start, s);
+        start += sample.len();
+        samples.push(sample);
     }
     let und = (0..start).filter(|&i| gen_flags[i] == 0).collect();
     let gen_idx = (0..start).filter(|&i| gen_flags[i] == 1).collect();

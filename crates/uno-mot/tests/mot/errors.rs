@@ -1,7 +1,7 @@
 //! Bad configs and bad inputs are errors (with useful messages), never panics.
 
 use burn::tensor::backend::Backend;
-use uno_mot::{CacheWrite, MotConfig, MotError, Routing, SampleMask};
+use uno_mot::{CacheWrite, MotConfig, MotError, Routing, SampleAttention};
 
 use crate::common::{bools, ints, pack, randn, tiny};
 
@@ -104,7 +104,7 @@ fn bad_inputs_are_errors<B: Backend>() {
     assert_eq!((ok.num_und(), ok.num_gen()), (2, 2));
 
     let routing = p.routing(&device);
-    let fwd = |hidden, routing: &Routing<B>, pos, samples: &[SampleMask<B>]| {
+    let fwd = |hidden, routing: &Routing<B>, pos, samples: &[SampleAttention]| {
         model.forward(hidden, routing, pos, samples)
     };
     // Routing for another length.
@@ -156,31 +156,19 @@ fn bad_inputs_are_errors<B: Backend>() {
         fwd(p.hidden.clone(), &routing, p.position_ids.clone(), &s),
         Err(MotError::SampleGap { .. })
     ));
-    // Mask shape not matching the sample length.
+    // A sample longer than its place in the pack.
     let mut s = p.samples.clone();
-    s[1].mask = bools(vec![false; 30], 6, 5, &device);
-    let e = fwd(p.hidden.clone(), &routing, p.position_ids.clone(), &s).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            MotError::SampleMaskShape {
-                sample: 1,
-                len: 6,
-                got: [6, 5]
-            }
-        ),
-        "{e}"
-    );
+    s[1] = SampleAttention::causal(9, 7);
+    assert!(matches!(
+        fwd(p.hidden.clone(), &routing, p.position_ids.clone(), &s),
+        Err(MotError::SampleCoverage {
+            covered: 16,
+            len: 15
+        })
+    ));
     // Empty sample.
     let mut s = p.samples.clone();
-    s.insert(
-        1,
-        SampleMask {
-            start: 9,
-            len: 0,
-            mask: bools(vec![], 0, 0, &device),
-        },
-    );
+    s.insert(1, SampleAttention::causal(9, 0));
     assert!(matches!(
         fwd(p.hidden.clone(), &routing, p.position_ids.clone(), &s),
         Err(MotError::EmptySample { sample: 1 })

@@ -3,10 +3,10 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use uno_mot::rope::RopeTables;
-use uno_mot::{MotModel, Routing, SampleMask, attention::joint_attention};
+use uno_mot::{AttentionImpl, AttnSegment, JointAttention, MotModel, Routing, SampleAttention};
 use uno_testing::{assert_close, to_vec};
 
-use crate::common::{Pack, bools, pack, tiny};
+use crate::common::{Pack, pack, tiny};
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
@@ -70,13 +70,15 @@ fn select_reference<B: Backend>(model: &MotModel<B>, p: &Pack<B>, is_gen: &[bool
     };
     let (nh, nkv, hd) = (model.num_heads, model.num_kv_heads, model.head_dim);
     let rope = RopeTables::new(p.position_ids.clone(), hd, model.rope_theta);
+    let attention =
+        JointAttention::new(&p.samples, l, nh, nkv, AttentionImpl::Dense, &device).unwrap();
     let mut h = p.hidden.clone();
     for layer in &model.layers {
         let qkv = pick(layer.und.qkv(h.clone()), layer.moe_gen.qkv(h.clone()));
         let q = rope.apply(qkv.clone().narrow(1, 0, nh * hd), nh);
         let k = rope.apply(qkv.clone().narrow(1, nh * hd, nkv * hd), nkv);
         let v = qkv.narrow(1, (nh + nkv) * hd, nkv * hd);
-        let a = joint_attention(q, k, v, &p.samples, nh, nkv);
+        let a = attention.forward(q, k, v);
         h = pick(
             layer.und.finish(h.clone(), a.clone()),
             layer.moe_gen.finish(h, a),
@@ -127,11 +129,16 @@ fn routing_swap_changes_exactly_swapped_tokens<B: Backend>() {
     let mut p = pack::<B>(32, 9, &device);
     let l = p.len();
     let h = 32;
-    p.samples = vec![SampleMask {
-        start: 0,
-        len: l,
-        mask: bools((0..l * l).map(|i| i / l != i % l).collect(), l, l, &device),
-    }];
+    // Every token its own segment that sees nothing else.
+    let segments = (0..l)
+        .map(|start| AttnSegment {
+            start,
+            len: 1,
+            causal_inside: false,
+            sees: Vec::new(),
+        })
+        .collect();
+    p.samples = vec![SampleAttention::new(0, segments).unwrap()];
     let model = tiny::<B>(2, 13, &device);
     let before = run(&model, &p, &p.routing(&device));
     let swap = [2usize, 4, 11];

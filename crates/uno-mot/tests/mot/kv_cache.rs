@@ -4,10 +4,10 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use uno_mot::{CacheWrite, KvCache, MotError, Routing, SampleMask};
+use uno_mot::{CacheWrite, KvCache, MotError, Routing};
 use uno_testing::{assert_close, to_vec};
 
-use crate::common::{Kind, bools, ints, randn, split_mask, tiny};
+use crate::common::{Kind, bools, ints, randn, sample_attention, split_mask, tiny};
 
 /// Rows `r0..r1`, columns `0..c1` of a row-major `n x n` mask.
 fn block(m: &[bool], n: usize, r0: usize, r1: usize, c1: usize) -> Vec<bool> {
@@ -39,11 +39,7 @@ fn kv_cache_matches_full_forward<B: Backend>() {
         Routing::<B>::from_indices(&und, &gen_idx, r1 - r0, &device).unwrap()
     };
     let full_forward = |hidden: Tensor<B, 2>| {
-        let samples = [SampleMask {
-            start: 0,
-            len: n,
-            mask: bools(mask.clone(), n, n, &device),
-        }];
+        let samples = [sample_attention(0, &splits)];
         to_vec(
             model
                 .forward(hidden, &routing_of(0, n), ints(&pos, &device), &samples)

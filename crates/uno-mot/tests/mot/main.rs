@@ -1,6 +1,7 @@
 //! Integration tests of the MoT decoder, instantiated per backend with
 //! `uno_testing::backend_tests!` (flex always; ndarray/wgpu/cuda behind this crate's features).
 
+mod attention;
 mod common;
 mod errors;
 mod fd_grad;

@@ -4,10 +4,12 @@
 use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
-use uno_mot::{ExpertLayer, MotConfig, MotModel, Routing, SampleMask};
+use uno_mot::{AttentionImpl, ExpertLayer, MotConfig, MotModel, Routing};
 use uno_testing::{assert_close, to_vec};
+
+use crate::common::{Kind, sample_attention};
 
 const FIXTURE: &[u8] = include_bytes!("../data/mot_reference.safetensors");
 
@@ -143,28 +145,45 @@ impl<'a> Fixture<'a> {
             Tensor::from_data(TensorData::new(v, [n]), &device)
         };
         let routing = Routing::new(ints("input.und_idx"), ints("input.gen_idx"), l).unwrap();
+        // The script's splits (`main()` in tools/mot_reference.py); the fixture's dense masks
+        // pin the segments' visibility rules.
+        let splits: [&[(Kind, usize)]; 2] = [
+            &[(Kind::Causal, 3), (Kind::Noise, 3), (Kind::Caption, 2)],
+            &[(Kind::Full, 2), (Kind::Causal, 3)],
+        ];
         let mut samples = Vec::new();
         let mut start = 0;
-        for (i, len) in self.i64s("input.sample_lens").into_iter().enumerate() {
+        for (i, (len, splits)) in self
+            .i64s("input.sample_lens")
+            .into_iter()
+            .zip(splits)
+            .enumerate()
+        {
             let len = len as usize;
             let (shape, m) = self.u8s(&format!("input.mask.{i}"));
             assert_eq!(shape, vec![len, len]);
-            let mask: Tensor<B, 2, Bool> = Tensor::from_data(
-                TensorData::new(
-                    m.into_iter().map(|x| x != 0).collect::<Vec<_>>(),
-                    [len, len],
-                ),
-                &device,
-            );
-            samples.push(SampleMask { start, len, mask });
+            let sample = sample_attention(start, splits);
+            let want: Vec<bool> = m.into_iter().map(|x| x != 0).collect();
+            assert_eq!(sample.dense(), want, "sample {i} mask");
+            samples.push(sample);
             start += len;
         }
-        let out = model
-            .forward(hidden, &routing, ints("input.position_ids"), &samples)
-            .unwrap();
         let (shape, want) = self.f32s(expected);
-        assert_eq!(out.dims().to_vec(), shape);
-        assert_close(&to_vec(out), &want, 1e-4, 0.0);
+        // The default (blockwise) attention and the dense reference path.
+        let mut model = model;
+        for attention in [AttentionImpl::default(), AttentionImpl::Dense] {
+            model.attention = attention;
+            let out = model
+                .forward(
+                    hidden.clone(),
+                    &routing,
+                    ints("input.position_ids"),
+                    &samples,
+                )
+                .unwrap();
+            assert_eq!(out.dims().to_vec(), shape);
+            assert_close(&to_vec(out), &want, 1e-4, 0.0);
+        }
     }
 }
 
