@@ -15,6 +15,7 @@ use crate::vae::LatentCodec;
 /// One packed batch and the pixels behind its images.
 #[derive(Debug, Clone, Copy)]
 pub struct UnoBatch<'a, B: Backend> {
+    /// The packed sequence (made with the model's [`BagelConfig::packing`]).
     pub pack: &'a PackedSequence,
     /// One RGB image `[3, H, W]` in `[0, 1]` per entry of `pack.images`, in order: the
     /// condition image of a ViT or clean-VAE split, and for a noised split its CLEAN target
@@ -36,11 +37,14 @@ pub struct UnoForward<B: Backend> {
 /// The objective settings the forward needs besides the weights.
 #[derive(Debug, Clone)]
 pub struct UnoObjective {
+    /// The weighted sum `L_fm + caption * L_cap + visual * L_vis`.
     pub loss: UnoLoss,
+    /// Flow-matching timestep shift of training (UNO: 4.0).
     pub timestep_shift: f64,
 }
 
 impl BagelConfig {
+    /// The objective this configuration trains with (its loss weights and timestep shift).
     pub fn objective(&self) -> Result<UnoObjective, BagelError> {
         Ok(UnoObjective {
             loss: self.loss.init()?,

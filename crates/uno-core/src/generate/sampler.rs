@@ -23,6 +23,7 @@ pub struct SamplerConfig {
     pub steps: usize,
     /// Timestep shift of the schedule (BAGEL samples with 3.0).
     pub timestep_shift: f64,
+    /// Classifier-free guidance (text and image scales, interval, renorm).
     pub guidance: Guidance,
     /// Prefill the context once and query only the image tokens at each step (`true`), or
     /// run the whole sequence at every step (`false`: slower, the reference the cache is
@@ -57,7 +58,9 @@ pub struct ImageRequest<B: Backend> {
 
 /// Generation and captioning with a model, its codec and its packing configuration.
 pub struct Generator<'a, B: Backend, C: LatentCodec<B>> {
+    /// The model (inference only; any backend).
     pub model: &'a Bagel<B>,
+    /// The codec its latents come from (decodes the samples, encodes edit sources).
     pub codec: &'a C,
     /// The model's packing ([`crate::bagel::BagelConfig::packing`]).
     pub packing: PackingConfig,
