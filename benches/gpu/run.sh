@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# GPU checks of uno-rs on one CUDA machine: the cross-backend test suites on `cuda`
+# (blockwise attention vs the dense fallback, forward and gradients; bf16 RoPE; bf16 parity)
+# and the BAGEL-7B-shaped decoder step (tokens/s, MFU, peak memory). See README.md beside
+# this file.
+#
+# Usage (repository root): benches/gpu/run.sh [BIN_DIR] [OUT_DIR]
+#   BIN_DIR holds the test binaries `mot` and `core` and the example `step_bench`, built
+#   with `--features cuda` (default: target/debug, with the cargo commands of README.md).
+set -u
+BIN=${1:-target/debug}
+OUT=${2:-gpu-results}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+
+# Peak device memory of one command: nvidia-smi sampled every 100 ms while it runs.
+peak() {
+    local log; log=$(mktemp)
+    (while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >>"$log"; sleep 0.1; done) &
+    local sampler=$!
+    "$@"; local rc=$?
+    kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+    echo "peak device memory: $(sort -n "$log" | tail -1) MiB (rc $rc)"
+    rm -f "$log"
+}
+
+echo "=== cuda test suites"
+"$BIN"/mot cuda:: 2>&1 | tail -n 40 | tee "$OUT/mot_cuda.txt"
+"$BIN"/core cuda 2>&1 | tail -n 40 | tee "$OUT/core_cuda.txt"
+
+echo "=== BAGEL-7B-shaped step (one process per configuration, so each starts with an empty pool)"
+for attention in blockwise dense; do
+    for tokens in 1024 2048 4096; do
+        peak "$BIN"/examples/step_bench --backend cuda --bf16 --layers 2 --tokens "$tokens" \
+            --attention "$attention" --iters 3 2>&1
+    done
+done | tee "$OUT/step.txt"
