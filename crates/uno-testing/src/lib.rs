@@ -7,6 +7,12 @@
 //!   backend in `burn::backend::Autodiff` inside the test function.
 //! * [`assert_close`] / [`assert_tensor_close`] compare floats with an absolute + relative
 //!   tolerance and name the first offending index.
+//! * [`Fixture`] reads the safetensors files the reference scripts under `tools/` write.
+//! * [`bf16_child`] runs a test again in a child process with bf16 as the default float.
+
+mod fixture;
+
+pub use fixture::Fixture;
 
 use burn::tensor::{Tensor, backend::Backend};
 

@@ -4,7 +4,7 @@
 use crate::fixture;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use fixture::Fixture;
+use fixture::{CoreFixture, Fixture};
 use uno_core::embed::{
     GenerationEmbeddingsConfig, PositionEmbeddingConfig, TimestepEmbedderConfig, VisionError,
     sincos_2d_table, timestep_sinusoid,

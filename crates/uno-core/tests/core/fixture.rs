@@ -15,77 +15,25 @@ use std::collections::BTreeSet;
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use safetensors::{Dtype, SafeTensors};
 
-pub struct Fixture {
-    bytes: Vec<u8>,
-    name: String,
-}
+pub use uno_testing::Fixture;
 
-impl Fixture {
-    pub fn load(name: &str) -> Self {
-        let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        Self {
-            bytes,
-            name: name.to_string(),
-        }
-    }
-
-    fn st(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).expect("fixture parses")
-    }
-
-    pub fn keys(&self) -> Vec<String> {
-        self.st()
-            .names()
-            .into_iter()
-            .map(|s| s.to_string())
-            .collect()
-    }
-
-    /// A float32 tensor's values and shape.
-    pub fn f32(&self, key: &str) -> (Vec<f32>, Vec<usize>) {
-        let st = self.st();
-        let view = st
-            .tensor(key)
-            .unwrap_or_else(|e| panic!("{}: key {key}: {e}", self.name));
-        assert_eq!(view.dtype(), Dtype::F32, "{key} is not f32");
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        (data, view.shape().to_vec())
-    }
-
-    pub fn values(&self, key: &str) -> Vec<f32> {
-        self.f32(key).0
-    }
-
-    /// An int64 tensor as `usize`s.
-    pub fn usizes(&self, key: &str) -> Vec<usize> {
-        let st = self.st();
-        let view = st.tensor(key).unwrap();
-        assert_eq!(view.dtype(), Dtype::I64, "{key} is not i64");
-        view.data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
-            .collect()
-    }
-
-    pub fn tensor<B: Backend, const D: usize>(
-        &self,
-        key: &str,
-        device: &B::Device,
-    ) -> Tensor<B, D> {
-        let (data, shape) = self.f32(key);
-        assert_eq!(shape.len(), D, "{key}: rank");
-        Tensor::from_data(TensorData::new(data, shape), device)
-    }
+/// uno-core's fixtures: files under `tests/data/`, and loading a whole module from them.
+pub trait CoreFixture {
+    /// `tests/data/{name}` of this crate.
+    fn load(name: &str) -> Self;
 
     /// Load every parameter of `module` from the keys `prefix + path`; see the module docs.
-    pub fn load_into<B: Backend, M: Module<B>>(
+    fn load_into<B: Backend, M: Module<B>>(&self, module: M, prefix: &str, device: &B::Device)
+    -> M;
+}
+
+impl CoreFixture for Fixture {
+    fn load(name: &str) -> Self {
+        Fixture::read(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR")))
+    }
+
+    fn load_into<B: Backend, M: Module<B>>(
         &self,
         module: M,
         prefix: &str,

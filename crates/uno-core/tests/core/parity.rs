@@ -17,7 +17,7 @@ use uno_core::packing::{ImageSize, PackedSequence, Sample, SpecialTokens};
 use uno_core::vae::PixelCodec;
 use uno_testing::{assert_close, to_vec};
 
-use crate::fixture::Fixture;
+use crate::fixture::{CoreFixture, Fixture};
 
 const SPECIALS: SpecialTokens = SpecialTokens {
     im_start: 60,

@@ -4,7 +4,7 @@
 use crate::fixture;
 
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
-use fixture::Fixture;
+use fixture::{CoreFixture, Fixture};
 use uno_core::vae::{
     FluxAeConfig, FluxAutoEncoder, LatentCodec, PixelCodec, VisionError, patchify_latent,
     unpatchify_latent,

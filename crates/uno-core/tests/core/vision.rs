@@ -4,7 +4,7 @@
 use crate::fixture;
 
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
-use fixture::Fixture;
+use fixture::{CoreFixture, Fixture};
 use uno_core::bagel::vit_tokens_to_llm;
 use uno_core::embed::PositionEmbeddingConfig;
 use uno_core::patch::{PixelLayout, VisionError, patchify, unpatchify};

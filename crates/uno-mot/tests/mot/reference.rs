@@ -5,61 +5,33 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
 use uno_mot::{AttentionImpl, ExpertLayer, MotConfig, MotModel, Routing};
-use uno_testing::{assert_close, to_vec};
+use uno_testing::{Fixture, assert_close, to_vec};
 
 use crate::common::{Kind, sample_attention};
 
 const FIXTURE: &[u8] = include_bytes!("../data/mot_reference.safetensors");
 
-struct Fixture<'a> {
-    st: SafeTensors<'a>,
+/// The reference file and the decoder config it was written for (its metadata).
+struct Reference {
+    file: Fixture,
     config: MotConfig,
 }
 
-impl<'a> Fixture<'a> {
+impl Reference {
     fn load() -> Self {
-        let (_, meta) = SafeTensors::read_metadata(FIXTURE).unwrap();
-        let config = meta.metadata().as_ref().unwrap()["config"].clone();
+        let file = Fixture::from_bytes("mot_reference.safetensors", FIXTURE);
+        let config = file
+            .metadata("config")
+            .expect("the fixture records its config");
         Self {
-            st: SafeTensors::deserialize(FIXTURE).unwrap(),
             config: serde_json::from_str(&config).unwrap(),
+            file,
         }
     }
 
-    fn f32s(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let t = self
-            .st
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(t.dtype(), Dtype::F32, "{name}");
-        let v = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        (t.shape().to_vec(), v)
-    }
-
-    fn i64s(&self, name: &str) -> Vec<i64> {
-        let t = self.st.tensor(name).unwrap();
-        assert_eq!(t.dtype(), Dtype::I64, "{name}");
-        t.data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
-    }
-
-    fn u8s(&self, name: &str) -> (Vec<usize>, Vec<u8>) {
-        let t = self.st.tensor(name).unwrap();
-        assert_eq!(t.dtype(), Dtype::U8, "{name}");
-        (t.shape().to_vec(), t.data().to_vec())
-    }
-
     fn tensor<B: Backend, const D: usize>(&self, name: &str, device: &B::Device) -> Tensor<B, D> {
-        let (shape, v) = self.f32s(name);
-        Tensor::from_data(TensorData::new(v, shape), device)
+        self.file.tensor(name, device)
     }
 
     /// PyTorch `[out, in]` Linear weight (+ optional bias) into Burn's `[in, out]`.
@@ -71,7 +43,7 @@ impl<'a> Fixture<'a> {
         });
         lin.weight = Param::from_tensor(w.transpose());
         let bias = format!("{name}.bias");
-        match (&lin.bias, self.st.tensor(&bias).is_ok()) {
+        match (&lin.bias, self.file.contains(&bias)) {
             (Some(_), true) => lin.bias = Some(Param::from_tensor(self.tensor(&bias, device))),
             (None, false) => {}
             (has, _) => panic!(
@@ -140,7 +112,7 @@ impl<'a> Fixture<'a> {
         let hidden: Tensor<B, 2> = self.tensor("input.hidden", &device);
         let l = hidden.dims()[0];
         let ints = |name: &str| -> Tensor<B, 1, Int> {
-            let v = self.i64s(name);
+            let v = self.file.i64s(name);
             let n = v.len();
             Tensor::from_data(TensorData::new(v, [n]), &device)
         };
@@ -154,13 +126,14 @@ impl<'a> Fixture<'a> {
         let mut samples = Vec::new();
         let mut start = 0;
         for (i, (len, splits)) in self
+            .file
             .i64s("input.sample_lens")
             .into_iter()
             .zip(splits)
             .enumerate()
         {
             let len = len as usize;
-            let (shape, m) = self.u8s(&format!("input.mask.{i}"));
+            let (m, shape) = self.file.u8s(&format!("input.mask.{i}"));
             assert_eq!(shape, vec![len, len]);
             let sample = sample_attention(start, splits);
             let want: Vec<bool> = m.into_iter().map(|x| x != 0).collect();
@@ -168,7 +141,7 @@ impl<'a> Fixture<'a> {
             samples.push(sample);
             start += len;
         }
-        let (shape, want) = self.f32s(expected);
+        let (want, shape) = self.file.f32(expected);
         // The default (blockwise) attention and the dense reference path.
         let mut model = model;
         for attention in [AttentionImpl::default(), AttentionImpl::Dense] {
@@ -188,14 +161,14 @@ impl<'a> Fixture<'a> {
 }
 
 fn numpy_reference_one_layer<B: Backend>() {
-    let f = Fixture::load();
+    let f = Reference::load();
     assert_eq!(f.config.hidden_size, 32);
     assert_eq!(f.config.num_key_value_heads, 2);
     f.run::<B>(1, "expected.one_layer");
 }
 
 fn numpy_reference_two_layers<B: Backend>() {
-    Fixture::load().run::<B>(2, "expected.two_layers");
+    Reference::load().run::<B>(2, "expected.two_layers");
 }
 
 uno_testing::backend_tests!(numpy_reference_one_layer, numpy_reference_two_layers);
