@@ -23,7 +23,25 @@
 //! * [`attention`]: the joint attention, dense or blockwise ([`AttentionImpl`]) with a
 //!   recomputing backward under `Autodiff`.
 //!
-//! This crate does not depend on `uno-packing`: it takes plain index and mask tensors.
+//! This crate does not depend on `uno-packing`: it takes plain index lists and segment
+//! descriptions of the masks.
+//!
+//! # Training memory
+//! The blockwise attention keeps `O(L)` per layer for the backward instead of
+//! `heads x L^2` ([`attention`]). The other activations of a layer (projections, MLP) are
+//! still kept: per-layer activation checkpointing (keep each layer's input, recompute the
+//! layer in the backward) is NOT implemented, because Burn 0.21's autodiff cannot run a
+//! backward pass inside a backward step. The recompute would be a custom op whose backward
+//! rebuilds the layer on fresh leaves and calls `backward()` on it; that nested call ends in
+//! `GraphCleaner::cleanup_orphaned_entries` (burn-autodiff `runtime/graph.rs`), which locks
+//! the mutex of every live graph, including the outer one that
+//! `AutodiffServer::execute_steps` holds while it runs our step: a self-deadlock (observed,
+//! not only read). Writing the layer's backward by hand instead would duplicate autodiff for
+//! RMSNorm, RoPE, routing and SwiGLU. What works today: Burn's per-op
+//! `Autodiff<B, BalancedCheckpointing>` (recomputes memory-bound ops, keeps matmul outputs;
+//! the blockwise node supports it), or a layer-by-layer backward driven from outside the
+//! graph (forward without autodiff keeping layer inputs, then one `backward()` per layer in
+//! reverse order, feeding each layer's input gradient to the previous one).
 
 #![warn(missing_docs)]
 
