@@ -20,6 +20,8 @@
 //! * [`MotModel::freeze_und`], [`MotModel::init_gen_from_und`]: UNO's setup.
 //! * [`MotModel::prefill`], [`MotModel::forward_cached`], [`KvCache`]: inference.
 //! * [`attention::attend`]: the single attention entry point (swap in a fused kernel there).
+//! * [`stats`]: blocked sums and two-pass mean / variance that stay accurate over large
+//!   extents on every backend (norm statistics; also used by uno-core's GroupNorm).
 //!
 //! This crate does not depend on `uno-packing`: it takes plain index and mask tensors.
 
@@ -30,6 +32,7 @@ pub mod layers;
 mod model;
 pub mod rope;
 mod routing;
+pub mod stats;
 
 pub use attention::SampleMask;
 pub use config::MotConfig;

@@ -8,3 +8,4 @@ mod forward;
 mod freeze;
 mod kv_cache;
 mod reference;
+mod stats;
