@@ -10,19 +10,21 @@
 //! * attention blocks: `{norm,q,k,v,proj_out}` (1x1 convs).
 //!
 //! Conv weights have PyTorch's layout (`[out, in, kh, kw]`, no transpose); GroupNorm's
-//! `weight` / `bias` are Burn's `gamma` / `beta`. `decoder.up.{i}` is indexed by resolution
-//! level like FLUX (`up.0` is the full-resolution level, run last).
+//! `weight` / `bias` are `gamma` / `beta` (our [`GroupNorm`], precise over large groups).
+//! `decoder.up.{i}` is indexed by resolution level like FLUX (`up.0` is the full-resolution
+//! level, run last).
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
+use super::norm::{GroupNorm, GroupNormConfig};
 use super::{LatentCodec, VisionError};
 
 fn default_resolution() -> usize {
@@ -165,7 +167,7 @@ impl FluxAeConfig {
         Ok(())
     }
 
-    fn norm<B: Backend>(&self, c: usize, device: &B::Device) -> GroupNorm<B> {
+    fn norm<B: Backend>(&self, c: usize, device: &B::Device) -> Result<GroupNorm<B>, VisionError> {
         GroupNormConfig::new(self.norm_groups, c)
             .with_epsilon(self.norm_eps)
             .init(device)
@@ -178,32 +180,37 @@ impl FluxAeConfig {
             .init(device)
     }
 
-    fn resnet<B: Backend>(&self, cin: usize, cout: usize, device: &B::Device) -> ResnetBlock<B> {
-        ResnetBlock {
-            norm1: self.norm(cin, device),
+    fn resnet<B: Backend>(
+        &self,
+        cin: usize,
+        cout: usize,
+        device: &B::Device,
+    ) -> Result<ResnetBlock<B>, VisionError> {
+        Ok(ResnetBlock {
+            norm1: self.norm(cin, device)?,
             conv1: self.conv(cin, cout, 3, device),
-            norm2: self.norm(cout, device),
+            norm2: self.norm(cout, device)?,
             conv2: self.conv(cout, cout, 3, device),
             nin_shortcut: (cin != cout).then(|| self.conv(cin, cout, 1, device)),
-        }
+        })
     }
 
-    fn attn<B: Backend>(&self, c: usize, device: &B::Device) -> AttnBlock<B> {
-        AttnBlock {
-            norm: self.norm(c, device),
+    fn attn<B: Backend>(&self, c: usize, device: &B::Device) -> Result<AttnBlock<B>, VisionError> {
+        Ok(AttnBlock {
+            norm: self.norm(c, device)?,
             q: self.conv(c, c, 1, device),
             k: self.conv(c, c, 1, device),
             v: self.conv(c, c, 1, device),
             proj_out: self.conv(c, c, 1, device),
-        }
+        })
     }
 
-    fn mid<B: Backend>(&self, c: usize, device: &B::Device) -> FluxMid<B> {
-        FluxMid {
-            block_1: self.resnet(c, c, device),
-            attn_1: self.attn(c, device),
-            block_2: self.resnet(c, c, device),
-        }
+    fn mid<B: Backend>(&self, c: usize, device: &B::Device) -> Result<FluxMid<B>, VisionError> {
+        Ok(FluxMid {
+            block_1: self.resnet(c, c, device)?,
+            attn_1: self.attn(c, device)?,
+            block_2: self.resnet(c, c, device)?,
+        })
     }
 
     /// Build the encoder and decoder with Burn's default initialisers (weights are meant to
@@ -220,7 +227,7 @@ impl FluxAeConfig {
             let block_out = ch * m;
             let mut block = Vec::with_capacity(self.num_res_blocks);
             for _ in 0..self.num_res_blocks {
-                block.push(self.resnet(block_in, block_out, device));
+                block.push(self.resnet(block_in, block_out, device)?);
                 block_in = block_out;
             }
             let downsample = (i + 1 != levels).then(|| Downsample {
@@ -235,21 +242,21 @@ impl FluxAeConfig {
         let encoder = FluxEncoder {
             conv_in: self.conv(self.in_channels, ch, 3, device),
             down,
-            mid: self.mid(block_in, device),
-            norm_out: self.norm(block_in, device),
+            mid: self.mid(block_in, device)?,
+            norm_out: self.norm(block_in, device)?,
             conv_out: self.conv(block_in, 2 * self.z_channels, 3, device),
         };
 
         // Decoder: built from the deepest level up, stored by level index.
         let mut block_in = ch * self.ch_mult[levels - 1];
         let conv_in = self.conv(self.z_channels, block_in, 3, device);
-        let mid = self.mid(block_in, device);
+        let mid = self.mid(block_in, device)?;
         let mut up: Vec<UpLevel<B>> = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
             let block_out = ch * self.ch_mult[i];
             let mut block = Vec::with_capacity(self.num_res_blocks + 1);
             for _ in 0..=self.num_res_blocks {
-                block.push(self.resnet(block_in, block_out, device));
+                block.push(self.resnet(block_in, block_out, device)?);
                 block_in = block_out;
             }
             let upsample = (i != 0).then(|| Upsample {
@@ -262,7 +269,7 @@ impl FluxAeConfig {
             conv_in,
             mid,
             up,
-            norm_out: self.norm(block_in, device),
+            norm_out: self.norm(block_in, device)?,
             conv_out: self.conv(block_in, self.out_ch, 3, device),
         };
         Ok(FluxAutoEncoder {

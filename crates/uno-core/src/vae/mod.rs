@@ -4,11 +4,13 @@
 //!   BAGEL's 2x2 latent tokens (`(py, px, c)`, 64-d for 16 latent channels);
 //! * [`FluxAutoEncoder`]: the FLUX autoencoder (`ae.safetensors` names), scale 0.3611,
 //!   shift 0.1159;
+//! * [`GroupNorm`]: FLUX's GroupNorm with statistics that stay accurate over large groups;
 //! * [`PixelCodec`]: an identity "VAE" on small RGB images for tests and toy runs;
 //! * [`patchify_latent`] / [`unpatchify_latent`]: the 2x2 latent tokens.
 
 mod codec;
 mod flux;
+mod norm;
 mod pixel;
 
 pub use codec::Codec;
@@ -17,6 +19,7 @@ pub use flux::{
     AttnBlock, DownLevel, Downsample, FluxAeConfig, FluxAutoEncoder, FluxDecoder, FluxEncoder,
     FluxMid, ResnetBlock, UpLevel, Upsample,
 };
+pub use norm::{GroupNorm, GroupNormConfig};
 pub use pixel::PixelCodec;
 
 use burn::tensor::{Tensor, backend::Backend};
