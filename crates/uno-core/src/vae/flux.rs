@@ -25,7 +25,8 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::norm::{GroupNorm, GroupNormConfig};
-use super::{LatentCodec, VisionError};
+use super::sampling::host_normal;
+use super::{LatentCodec, LatentSampling, VisionError};
 
 fn default_resolution() -> usize {
     256
@@ -450,7 +451,8 @@ impl<B: Backend> FluxDecoder<B> {
 }
 
 /// The FLUX autoencoder; parameter paths are `ae.safetensors` keys (see the module docs).
-/// Encoding takes the posterior mean (no sampling).
+/// Encoding takes the posterior mean, or a seeded draw from the posterior
+/// ([`LatentCodec::encode_with`], [`LatentSampling`]) as BAGEL's training does.
 #[derive(Module, Debug)]
 pub struct FluxAutoEncoder<B: Backend> {
     pub encoder: FluxEncoder<B>,
@@ -472,13 +474,45 @@ impl<B: Backend> FluxAutoEncoder<B> {
             .count()
     }
 
-    /// FLUX's `AutoEncoder.encode`: images `[N, C, H, W]` in `[-1, 1]` to
-    /// `scale * (mean - shift)`, `[N, z, H/f, W/f]`.
+    /// FLUX's `AutoEncoder.encode` with the posterior mean: images `[N, C, H, W]` in
+    /// `[-1, 1]` to `scale * (mean - shift)`, `[N, z, H/f, W/f]`.
+    ///
+    /// # Errors
+    /// Those of [`Self::posterior`].
+    pub fn encode_raw(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
+        self.encode_raw_with(x, LatentSampling::Mean, 0)
+    }
+
+    /// [`Self::encode_raw`] with the latent chosen by `sampling`: the mean, or (FLUX's
+    /// `DiagonalGaussian(sample=True)`) `mean + exp(logvar / 2) * eps` with `eps ~ N(0, 1)`
+    /// drawn on the host from `seed`, then scaled and shifted.
+    ///
+    /// # Errors
+    /// Those of [`Self::posterior`].
+    pub fn encode_raw_with(
+        &self,
+        x: Tensor<B, 4>,
+        sampling: LatentSampling,
+        seed: u64,
+    ) -> Result<Tensor<B, 4>, VisionError> {
+        let (mean, logvar) = self.posterior(x)?;
+        let z = match sampling {
+            LatentSampling::Mean => mean,
+            LatentSampling::Sample => {
+                let eps = host_normal(mean.dims(), seed, &mean.device());
+                mean + (logvar * 0.5).exp() * eps
+            }
+        };
+        Ok((z - self.shift_factor) * self.scale_factor)
+    }
+
+    /// The encoder's posterior `N(mean, exp(logvar))` of images `[N, C, H, W]` in
+    /// `[-1, 1]`: `(mean, logvar)`, each `[N, z, H/f, W/f]`, unscaled.
     ///
     /// # Errors
     /// [`VisionError::ShapeMismatch`] for a wrong channel count,
     /// [`VisionError::NotDivisible`] for sides not multiples of `f`.
-    pub fn encode_raw(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
+    pub fn posterior(&self, x: Tensor<B, 4>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), VisionError> {
         let [_, c, h, w] = x.dims();
         if c != self.in_channels {
             return Err(VisionError::shape(
@@ -490,8 +524,8 @@ impl<B: Backend> FluxAutoEncoder<B> {
         let f = self.downsample_factor();
         VisionError::check_divisible("FLUX encode", h, w, f)?;
         let moments = self.encoder.forward(x);
-        let mean = moments.narrow(1, 0, self.z_channels);
-        Ok((mean - self.shift_factor) * self.scale_factor)
+        let z = self.z_channels;
+        Ok((moments.clone().narrow(1, 0, z), moments.narrow(1, z, z)))
     }
 
     /// FLUX's `AutoEncoder.decode`: latents `[N, z, h, w]` (scaled, as [`Self::encode_raw`]
@@ -527,6 +561,16 @@ impl<B: Backend> LatentCodec<B> for FluxAutoEncoder<B> {
     /// `encode_raw(2x - 1)`.
     fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
         self.encode_raw(images * 2.0 - 1.0)
+    }
+
+    /// `encode_raw_with(2x - 1, sampling, seed)`.
+    fn encode_with(
+        &self,
+        images: Tensor<B, 4>,
+        sampling: LatentSampling,
+        seed: u64,
+    ) -> Result<Tensor<B, 4>, VisionError> {
+        self.encode_raw_with(images * 2.0 - 1.0, sampling, seed)
     }
 
     /// `clamp(decode_raw(z) * 0.5 + 0.5, 0, 1)` (BAGEL's `decode_image`).

@@ -1,6 +1,6 @@
 //! Latent patchify, the PixelCodec and the FLUX autoencoder, against hand values and
 //! `tools/vision_reference.py` (`tests/data/vision_vae.safetensors`); GroupNorm against
-//! float64 statistics computed here.
+//! float64 statistics computed here; posterior sampling against the posterior it samples.
 
 use crate::fixture;
 
@@ -9,8 +9,8 @@ use fixture::Fixture;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Normal, Uniform};
 use uno_core::vae::{
-    FluxAeConfig, FluxAutoEncoder, GroupNormConfig, LatentCodec, PixelCodec, VisionError,
-    patchify_latent, unpatchify_latent,
+    FluxAeConfig, FluxAutoEncoder, GroupNormConfig, LatentCodec, LatentSampling, PixelCodec,
+    VisionError, patchify_latent, unpatchify_latent,
 };
 use uno_testing::{assert_tensor_close, to_vec};
 
@@ -297,6 +297,101 @@ fn group_norm_matches_f64_on_large_groups<B: Backend>() {
     }
 }
 
+/// Posterior draws are a pure function of the seed, differ from the mean and between
+/// seeds, and the mean path is `encode` (the fixture's `expected.latent`).
+fn flux_sampling_is_seeded<B: Backend>() {
+    let device = Default::default();
+    let f = Fixture::load("vision_vae.safetensors");
+    let ae = tiny_flux::<B>(&f, &device);
+    let image01 = (f.tensor::<B, 4>("input.image", &device) + 1.0) / 2.0;
+    let draw = |seed| {
+        to_vec(
+            ae.encode_with(image01.clone(), LatentSampling::Sample, seed)
+                .unwrap(),
+        )
+    };
+    let mean = to_vec(
+        ae.encode_with(image01.clone(), LatentSampling::Mean, 7)
+            .unwrap(),
+    );
+    assert_eq!(mean, to_vec(ae.encode(image01.clone()).unwrap()));
+    let (latent, _) = f.f32("expected.latent");
+    uno_testing::assert_close(&mean, &latent, TOL, TOL);
+    let a = draw(7);
+    assert_eq!(a, draw(7), "same seed, same draw");
+    assert_ne!(a, draw(8), "another seed, another draw");
+    assert!(
+        a.iter().zip(&mean).all(|(s, m)| s != m),
+        "a draw equals the mean"
+    );
+
+    // The token path samples too, with the same noise as a one-image encode.
+    let one = image01.clone().narrow(0, 0, 1);
+    let [_, c, h, w] = one.dims();
+    let (tokens, grid) = ae
+        .encode_tokens_with(one.clone().reshape([c, h, w]), LatentSampling::Sample, 3)
+        .unwrap();
+    let latent = ae.encode_with(one, LatentSampling::Sample, 3).unwrap();
+    let [_, z, lh, lw] = latent.dims();
+    let (expected, _) = patchify_latent(latent.reshape([z, lh, lw])).unwrap();
+    assert_eq!(grid, [2, 3]);
+    assert_eq!(to_vec(tokens), to_vec(expected));
+
+    // The PixelCodec has no posterior: sampling is the identity encode.
+    let pixels =
+        LatentCodec::<B>::encode_with(&PixelCodec, image01.clone(), LatentSampling::Sample, 1);
+    assert_eq!(
+        to_vec(pixels.unwrap()),
+        to_vec(LatentCodec::<B>::encode(&PixelCodec, image01).unwrap())
+    );
+}
+
+/// Over 1000 draws of one image (a batch of copies, one seed: every copy gets its own
+/// noise), each latent cell's sample mean and std match the posterior's scaled mean
+/// `scale * (mean - shift)` and std `scale * exp(logvar / 2)` within 5 standard errors.
+fn flux_samples_follow_the_posterior<B: Backend>() {
+    let device = Default::default();
+    let f = Fixture::load("vision_vae.safetensors");
+    let ae = tiny_flux::<B>(&f, &device);
+    let draws = 1000usize;
+    let image = f.tensor::<B, 4>("input.image", &device).narrow(0, 0, 1);
+    let (mean, logvar) = ae.posterior(image.clone()).unwrap();
+    let scale = FluxAeConfig::tiny().scale_factor;
+    let shift = FluxAeConfig::tiny().shift_factor;
+    let mu: Vec<f64> = to_vec(mean)
+        .iter()
+        .map(|&m| scale * (m as f64 - shift))
+        .collect();
+    let sd: Vec<f64> = to_vec(logvar)
+        .iter()
+        .map(|&l| scale * (0.5 * l as f64).exp())
+        .collect();
+    let cells = mu.len();
+
+    let copies = image.repeat_dim(0, draws);
+    let z = to_vec(
+        ae.encode_raw_with(copies, LatentSampling::Sample, 11)
+            .unwrap(),
+    );
+    assert_eq!(z.len(), draws * cells);
+    let k = draws as f64;
+    for cell in 0..cells {
+        let xs = z.iter().skip(cell).step_by(cells).map(|&v| v as f64);
+        let m = xs.clone().sum::<f64>() / k;
+        let s = (xs.map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1.0)).sqrt();
+        assert!(
+            (m - mu[cell]).abs() <= 5.0 * sd[cell] / k.sqrt(),
+            "cell {cell}: sample mean {m} vs posterior {}",
+            mu[cell]
+        );
+        assert!(
+            (s / sd[cell] - 1.0).abs() <= 5.0 / (2.0 * k).sqrt(),
+            "cell {cell}: sample std {s} vs posterior {}",
+            sd[cell]
+        );
+    }
+}
+
 #[test]
 fn flux_config() {
     let cfg = FluxAeConfig::default();
@@ -324,5 +419,7 @@ uno_testing::backend_tests!(
     pixel_codec_roundtrip,
     flux_matches_reference,
     flux_rejects_bad_input,
-    group_norm_matches_f64_on_large_groups
+    group_norm_matches_f64_on_large_groups,
+    flux_sampling_is_seeded,
+    flux_samples_follow_the_posterior
 );
