@@ -22,6 +22,8 @@
 //! * [`MotModel::prefill`], [`MotModel::forward_cached`], [`KvCache`]: inference.
 //! * [`attention`]: the joint attention, dense or blockwise ([`AttentionImpl`]) with a
 //!   recomputing backward under `Autodiff`.
+//! * [`stats`]: blocked sums and two-pass mean / variance that stay accurate over large
+//!   extents on every backend (norm statistics; also used by uno-core's GroupNorm).
 //!
 //! This crate does not depend on `uno-packing`: it takes plain index lists and segment
 //! descriptions of the masks.
@@ -53,6 +55,7 @@ pub mod layers;
 mod model;
 pub mod rope;
 mod routing;
+pub mod stats;
 
 pub use attention::{AttentionImpl, AttnSegment, JointAttention, SampleAttention};
 pub use config::MotConfig;

@@ -2,6 +2,7 @@
 //! and compute flow matching, caption CE and metaquery regression on the same sequence.
 
 use burn::tensor::{Tensor, backend::Backend};
+use rand::RngCore;
 
 use super::pack_attention;
 use super::{Bagel, BagelConfig, BagelError};
@@ -10,7 +11,8 @@ use crate::objectives::{
     FlowNoise, FlowSlot, UnoLoss, UnoLossInputs, UnoLossOutput, pool_target_tokens,
 };
 use crate::packing::{ImageKind, PackedSequence, TimestepSlot, index_tensor};
-use crate::vae::LatentCodec;
+use crate::trainer::TrainRng;
+use crate::vae::{LatentCodec, LatentSampling};
 
 /// One packed batch and the pixels behind its images.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +23,8 @@ pub struct UnoBatch<'a, B: Backend> {
     /// condition image of a ViT or clean-VAE split, and for a noised split its CLEAN target
     /// (the forward noises it, and the visual loss reads its ViT features).
     pub images: &'a [Tensor<B, 3>],
-    /// Seed of this batch's timesteps and noise (host-side, identical on every backend).
+    /// Seed of this batch's timesteps and noise, and of its posterior draws when latents
+    /// are sampled (host-side, identical on every backend).
     pub noise_seed: u64,
 }
 
@@ -41,6 +44,9 @@ pub struct UnoObjective {
     pub loss: UnoLoss,
     /// Flow-matching timestep shift of training (UNO: 4.0).
     pub timestep_shift: f64,
+    /// Which latent of the codec's posterior the flow loss noises: by default a seeded
+    /// draw, as BAGEL trains ([`LatentSampling`]).
+    pub latent_sampling: LatentSampling,
 }
 
 impl BagelConfig {
@@ -49,6 +55,7 @@ impl BagelConfig {
         Ok(UnoObjective {
             loss: self.loss.init()?,
             timestep_shift: self.timestep_shift,
+            latent_sampling: LatentSampling::default(),
         })
     }
 }
@@ -74,18 +81,34 @@ impl<B: Backend> Bagel<B> {
             objective.timestep_shift,
             batch.noise_seed,
         )?;
-        self.uno_forward_with_noise(batch.pack, batch.images, &noise, codec, objective)
+        self.uno_forward_with_noise(
+            batch.pack,
+            batch.images,
+            &noise,
+            batch.noise_seed,
+            codec,
+            objective,
+        )
     }
 
     /// [`Self::uno_forward`] with the timesteps and noise given instead of drawn from a
     /// seed: for comparing with another implementation on the same draw, or for a
     /// caller's own noise schedule. `noise` has one row per VAE token of the pack (in
-    /// `pack.vae_indexes` order), `codec.token_dim()` channels.
+    /// `pack.vae_indexes` order), `codec.token_dim()` channels. `latent_seed` seeds the
+    /// posterior draws of [`LatentSampling::Sample`] (unused with
+    /// [`LatentSampling::Mean`] and by codecs without a posterior).
+    ///
+    /// # Randomness
+    /// Each VAE image is encoded alone, with the next seed of the SplitMix64 stream
+    /// [`TrainRng`] started at `latent_seed`. [`FlowNoise::sample`] seeds its `StdRng` with
+    /// the noise seed itself, so with `latent_seed` = noise seed (as [`Self::uno_forward`]
+    /// does) the posterior noise is unrelated to the flow noise.
     pub fn uno_forward_with_noise(
         &self,
         pack: &PackedSequence,
         images: &[Tensor<B, 3>],
         noise: &FlowNoise,
+        latent_seed: u64,
         codec: &impl LatentCodec<B>,
         objective: &UnoObjective,
     ) -> Result<UnoForward<B>, BagelError> {
@@ -97,8 +120,14 @@ impl<B: Backend> Bagel<B> {
         let vae_images = images_of(pack, images, |k| k != ImageKind::Vit);
         if !vae_images.is_empty() {
             let mut latents = Vec::with_capacity(vae_images.len());
+            let mut seeds = TrainRng::new(latent_seed);
             for image in vae_images {
-                latents.push(codec.encode_tokens(image)?.0);
+                let seed = seeds.next_u64();
+                latents.push(
+                    codec
+                        .encode_tokens_with(image, objective.latent_sampling, seed)?
+                        .0,
+                );
             }
             // The codec is never trained: its latents are data.
             let x0 = Tensor::cat(latents, 0).detach();

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::{FluxAutoEncoder, LatentCodec, PixelCodec, VisionError};
+use super::{FluxAutoEncoder, LatentCodec, LatentSampling, PixelCodec, VisionError};
 
 /// The FLUX autoencoder of a BAGEL release, or the identity [`PixelCodec`] of the toy runs
 /// and tests ([`crate::bagel::BagelConfig::vae`] says which).
@@ -46,6 +46,18 @@ impl<B: Backend> LatentCodec<B> for Codec<B> {
         match &self.flux {
             Some(ae) => ae.encode(images),
             None => PixelCodec.encode(images),
+        }
+    }
+
+    fn encode_with(
+        &self,
+        images: Tensor<B, 4>,
+        sampling: LatentSampling,
+        seed: u64,
+    ) -> Result<Tensor<B, 4>, VisionError> {
+        match &self.flux {
+            Some(ae) => ae.encode_with(images, sampling, seed),
+            None => PixelCodec.encode_with(images, sampling, seed),
         }
     }
 

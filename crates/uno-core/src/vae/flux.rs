@@ -10,20 +10,23 @@
 //! * attention blocks: `{norm,q,k,v,proj_out}` (1x1 convs).
 //!
 //! Conv weights have PyTorch's layout (`[out, in, kh, kw]`, no transpose); GroupNorm's
-//! `weight` / `bias` are Burn's `gamma` / `beta`. `decoder.up.{i}` is indexed by resolution
-//! level like FLUX (`up.0` is the full-resolution level, run last).
+//! `weight` / `bias` are `gamma` / `beta` (our [`GroupNorm`], precise over large groups).
+//! `decoder.up.{i}` is indexed by resolution level like FLUX (`up.0` is the full-resolution
+//! level, run last).
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use super::{LatentCodec, VisionError};
+use super::norm::{GroupNorm, GroupNormConfig};
+use super::sampling::host_normal;
+use super::{LatentCodec, LatentSampling, VisionError};
 
 fn default_resolution() -> usize {
     256
@@ -165,7 +168,7 @@ impl FluxAeConfig {
         Ok(())
     }
 
-    fn norm<B: Backend>(&self, c: usize, device: &B::Device) -> GroupNorm<B> {
+    fn norm<B: Backend>(&self, c: usize, device: &B::Device) -> Result<GroupNorm<B>, VisionError> {
         GroupNormConfig::new(self.norm_groups, c)
             .with_epsilon(self.norm_eps)
             .init(device)
@@ -178,32 +181,37 @@ impl FluxAeConfig {
             .init(device)
     }
 
-    fn resnet<B: Backend>(&self, cin: usize, cout: usize, device: &B::Device) -> ResnetBlock<B> {
-        ResnetBlock {
-            norm1: self.norm(cin, device),
+    fn resnet<B: Backend>(
+        &self,
+        cin: usize,
+        cout: usize,
+        device: &B::Device,
+    ) -> Result<ResnetBlock<B>, VisionError> {
+        Ok(ResnetBlock {
+            norm1: self.norm(cin, device)?,
             conv1: self.conv(cin, cout, 3, device),
-            norm2: self.norm(cout, device),
+            norm2: self.norm(cout, device)?,
             conv2: self.conv(cout, cout, 3, device),
             nin_shortcut: (cin != cout).then(|| self.conv(cin, cout, 1, device)),
-        }
+        })
     }
 
-    fn attn<B: Backend>(&self, c: usize, device: &B::Device) -> AttnBlock<B> {
-        AttnBlock {
-            norm: self.norm(c, device),
+    fn attn<B: Backend>(&self, c: usize, device: &B::Device) -> Result<AttnBlock<B>, VisionError> {
+        Ok(AttnBlock {
+            norm: self.norm(c, device)?,
             q: self.conv(c, c, 1, device),
             k: self.conv(c, c, 1, device),
             v: self.conv(c, c, 1, device),
             proj_out: self.conv(c, c, 1, device),
-        }
+        })
     }
 
-    fn mid<B: Backend>(&self, c: usize, device: &B::Device) -> FluxMid<B> {
-        FluxMid {
-            block_1: self.resnet(c, c, device),
-            attn_1: self.attn(c, device),
-            block_2: self.resnet(c, c, device),
-        }
+    fn mid<B: Backend>(&self, c: usize, device: &B::Device) -> Result<FluxMid<B>, VisionError> {
+        Ok(FluxMid {
+            block_1: self.resnet(c, c, device)?,
+            attn_1: self.attn(c, device)?,
+            block_2: self.resnet(c, c, device)?,
+        })
     }
 
     /// Build the encoder and decoder with Burn's default initialisers (weights are meant to
@@ -220,7 +228,7 @@ impl FluxAeConfig {
             let block_out = ch * m;
             let mut block = Vec::with_capacity(self.num_res_blocks);
             for _ in 0..self.num_res_blocks {
-                block.push(self.resnet(block_in, block_out, device));
+                block.push(self.resnet(block_in, block_out, device)?);
                 block_in = block_out;
             }
             let downsample = (i + 1 != levels).then(|| Downsample {
@@ -235,21 +243,21 @@ impl FluxAeConfig {
         let encoder = FluxEncoder {
             conv_in: self.conv(self.in_channels, ch, 3, device),
             down,
-            mid: self.mid(block_in, device),
-            norm_out: self.norm(block_in, device),
+            mid: self.mid(block_in, device)?,
+            norm_out: self.norm(block_in, device)?,
             conv_out: self.conv(block_in, 2 * self.z_channels, 3, device),
         };
 
         // Decoder: built from the deepest level up, stored by level index.
         let mut block_in = ch * self.ch_mult[levels - 1];
         let conv_in = self.conv(self.z_channels, block_in, 3, device);
-        let mid = self.mid(block_in, device);
+        let mid = self.mid(block_in, device)?;
         let mut up: Vec<UpLevel<B>> = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
             let block_out = ch * self.ch_mult[i];
             let mut block = Vec::with_capacity(self.num_res_blocks + 1);
             for _ in 0..=self.num_res_blocks {
-                block.push(self.resnet(block_in, block_out, device));
+                block.push(self.resnet(block_in, block_out, device)?);
                 block_in = block_out;
             }
             let upsample = (i != 0).then(|| Upsample {
@@ -262,7 +270,7 @@ impl FluxAeConfig {
             conv_in,
             mid,
             up,
-            norm_out: self.norm(block_in, device),
+            norm_out: self.norm(block_in, device)?,
             conv_out: self.conv(block_in, self.out_ch, 3, device),
         };
         Ok(FluxAutoEncoder {
@@ -443,7 +451,8 @@ impl<B: Backend> FluxDecoder<B> {
 }
 
 /// The FLUX autoencoder; parameter paths are `ae.safetensors` keys (see the module docs).
-/// Encoding takes the posterior mean (no sampling).
+/// Encoding takes the posterior mean, or a seeded draw from the posterior
+/// ([`LatentCodec::encode_with`], [`LatentSampling`]) as BAGEL's training does.
 #[derive(Module, Debug)]
 pub struct FluxAutoEncoder<B: Backend> {
     pub encoder: FluxEncoder<B>,
@@ -465,13 +474,45 @@ impl<B: Backend> FluxAutoEncoder<B> {
             .count()
     }
 
-    /// FLUX's `AutoEncoder.encode`: images `[N, C, H, W]` in `[-1, 1]` to
-    /// `scale * (mean - shift)`, `[N, z, H/f, W/f]`.
+    /// FLUX's `AutoEncoder.encode` with the posterior mean: images `[N, C, H, W]` in
+    /// `[-1, 1]` to `scale * (mean - shift)`, `[N, z, H/f, W/f]`.
+    ///
+    /// # Errors
+    /// Those of [`Self::posterior`].
+    pub fn encode_raw(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
+        self.encode_raw_with(x, LatentSampling::Mean, 0)
+    }
+
+    /// [`Self::encode_raw`] with the latent chosen by `sampling`: the mean, or (FLUX's
+    /// `DiagonalGaussian(sample=True)`) `mean + exp(logvar / 2) * eps` with `eps ~ N(0, 1)`
+    /// drawn on the host from `seed`, then scaled and shifted.
+    ///
+    /// # Errors
+    /// Those of [`Self::posterior`].
+    pub fn encode_raw_with(
+        &self,
+        x: Tensor<B, 4>,
+        sampling: LatentSampling,
+        seed: u64,
+    ) -> Result<Tensor<B, 4>, VisionError> {
+        let (mean, logvar) = self.posterior(x)?;
+        let z = match sampling {
+            LatentSampling::Mean => mean,
+            LatentSampling::Sample => {
+                let eps = host_normal(mean.dims(), seed, &mean.device());
+                mean + (logvar * 0.5).exp() * eps
+            }
+        };
+        Ok((z - self.shift_factor) * self.scale_factor)
+    }
+
+    /// The encoder's posterior `N(mean, exp(logvar))` of images `[N, C, H, W]` in
+    /// `[-1, 1]`: `(mean, logvar)`, each `[N, z, H/f, W/f]`, unscaled.
     ///
     /// # Errors
     /// [`VisionError::ShapeMismatch`] for a wrong channel count,
     /// [`VisionError::NotDivisible`] for sides not multiples of `f`.
-    pub fn encode_raw(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
+    pub fn posterior(&self, x: Tensor<B, 4>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), VisionError> {
         let [_, c, h, w] = x.dims();
         if c != self.in_channels {
             return Err(VisionError::shape(
@@ -483,8 +524,8 @@ impl<B: Backend> FluxAutoEncoder<B> {
         let f = self.downsample_factor();
         VisionError::check_divisible("FLUX encode", h, w, f)?;
         let moments = self.encoder.forward(x);
-        let mean = moments.narrow(1, 0, self.z_channels);
-        Ok((mean - self.shift_factor) * self.scale_factor)
+        let z = self.z_channels;
+        Ok((moments.clone().narrow(1, 0, z), moments.narrow(1, z, z)))
     }
 
     /// FLUX's `AutoEncoder.decode`: latents `[N, z, h, w]` (scaled, as [`Self::encode_raw`]
@@ -520,6 +561,16 @@ impl<B: Backend> LatentCodec<B> for FluxAutoEncoder<B> {
     /// `encode_raw(2x - 1)`.
     fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
         self.encode_raw(images * 2.0 - 1.0)
+    }
+
+    /// `encode_raw_with(2x - 1, sampling, seed)`.
+    fn encode_with(
+        &self,
+        images: Tensor<B, 4>,
+        sampling: LatentSampling,
+        seed: u64,
+    ) -> Result<Tensor<B, 4>, VisionError> {
+        self.encode_raw_with(images * 2.0 - 1.0, sampling, seed)
     }
 
     /// `clamp(decode_raw(z) * 0.5 + 0.5, 0, 1)` (BAGEL's `decode_image`).

@@ -4,12 +4,16 @@
 //!   BAGEL's 2x2 latent tokens (`(py, px, c)`, 64-d for 16 latent channels);
 //! * [`FluxAutoEncoder`]: the FLUX autoencoder (`ae.safetensors` names), scale 0.3611,
 //!   shift 0.1159;
+//! * [`GroupNorm`]: FLUX's GroupNorm with statistics that stay accurate over large groups;
+//! * [`LatentSampling`]: the posterior mean or a seeded draw from it (BAGEL's training);
 //! * [`PixelCodec`]: an identity "VAE" on small RGB images for tests and toy runs;
 //! * [`patchify_latent`] / [`unpatchify_latent`]: the 2x2 latent tokens.
 
 mod codec;
 mod flux;
+mod norm;
 mod pixel;
+mod sampling;
 
 pub use codec::Codec;
 
@@ -17,7 +21,9 @@ pub use flux::{
     AttnBlock, DownLevel, Downsample, FluxAeConfig, FluxAutoEncoder, FluxDecoder, FluxEncoder,
     FluxMid, ResnetBlock, UpLevel, Upsample,
 };
+pub use norm::{GroupNorm, GroupNormConfig};
 pub use pixel::PixelCodec;
+pub use sampling::LatentSampling;
 
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -75,6 +81,23 @@ pub trait LatentCodec<B: Backend> {
     /// [`VisionError::NotDivisible`] for sides not multiples of `f`.
     fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError>;
 
+    /// [`Self::encode`] with the latent chosen by `sampling` from the encoder's posterior:
+    /// its mean (what [`Self::encode`] returns) or a draw with host noise from `seed`
+    /// ([`LatentSampling`]). A codec without a posterior (the [`PixelCodec`]) is
+    /// deterministic and ignores both, which is this default.
+    ///
+    /// # Errors
+    /// Those of [`Self::encode`].
+    fn encode_with(
+        &self,
+        images: Tensor<B, 4>,
+        sampling: LatentSampling,
+        seed: u64,
+    ) -> Result<Tensor<B, 4>, VisionError> {
+        let _ = (sampling, seed);
+        self.encode(images)
+    }
+
     /// Latents `[N, z, h, w]` back to images `[N, 3, h * f, w * f]` clamped to `[0, 1]`.
     ///
     /// # Errors
@@ -92,7 +115,7 @@ pub trait LatentCodec<B: Backend> {
     }
 
     /// One image `[3, H, W]` in `[0, 1]` to latent tokens `[(H/2f) * (W/2f), 4z]` and the
-    /// token grid, via [`Self::encode`] and [`patchify_latent`].
+    /// token grid, via [`Self::encode`] (the posterior mean) and [`patchify_latent`].
     ///
     /// # Errors
     /// [`VisionError::NotDivisible`] when `H` or `W` is not a multiple of `2f`, plus those
@@ -101,10 +124,23 @@ pub trait LatentCodec<B: Backend> {
         &self,
         image: Tensor<B, 3>,
     ) -> Result<(Tensor<B, 2>, [usize; 2]), VisionError> {
+        self.encode_tokens_with(image, LatentSampling::Mean, 0)
+    }
+
+    /// [`Self::encode_tokens`] with the latent chosen as [`Self::encode_with`] does.
+    ///
+    /// # Errors
+    /// Those of [`Self::encode_tokens`].
+    fn encode_tokens_with(
+        &self,
+        image: Tensor<B, 3>,
+        sampling: LatentSampling,
+        seed: u64,
+    ) -> Result<(Tensor<B, 2>, [usize; 2]), VisionError> {
         let [c, h, w] = image.dims();
         let p = self.pixels_per_token();
         VisionError::check_divisible("encode_tokens", h, w, p)?;
-        let latent = self.encode(image.reshape([1, c, h, w]))?;
+        let latent = self.encode_with(image.reshape([1, c, h, w]), sampling, seed)?;
         let [_, z, lh, lw] = latent.dims();
         patchify_latent(latent.reshape([z, lh, lw]))
     }

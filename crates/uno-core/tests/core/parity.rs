@@ -164,6 +164,7 @@ fn run_case<B: Backend>(device: &B::Device) -> Run<B> {
             &pack,
             &images,
             &noise(&case, &pack),
+            0,
             &PixelCodec,
             &config.objective().unwrap(),
         )

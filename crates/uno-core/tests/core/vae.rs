@@ -1,13 +1,16 @@
 //! Latent patchify, the PixelCodec and the FLUX autoencoder, against hand values and
-//! `tools/vision_reference.py` (`tests/data/vision_vae.safetensors`).
+//! `tools/vision_reference.py` (`tests/data/vision_vae.safetensors`); GroupNorm against
+//! float64 statistics computed here; posterior sampling against the posterior it samples.
 
 use crate::fixture;
 
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 use fixture::{CoreFixture, Fixture};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::{Normal, Uniform};
 use uno_core::vae::{
-    FluxAeConfig, FluxAutoEncoder, LatentCodec, PixelCodec, VisionError, patchify_latent,
-    unpatchify_latent,
+    FluxAeConfig, FluxAutoEncoder, GroupNormConfig, LatentCodec, LatentSampling, PixelCodec,
+    VisionError, patchify_latent, unpatchify_latent,
 };
 use uno_testing::{assert_tensor_close, to_vec};
 
@@ -221,6 +224,174 @@ fn flux_rejects_bad_input<B: Backend>() {
     ));
 }
 
+/// GroupNorm on `[2, 8, 1024, 1024]` in 2 groups: 4M elements per group, a FLUX
+/// GroupNorm(32) group of a 128-channel 1024^2 activation. Sample 0 is a mostly flat image
+/// (0.3 plus uniform noise of +-0.01, where a 1e-6 relative error in the mean is 5e-5 in
+/// the output), sample 1 normal (mean 0.5, std 2); per-channel `gamma` / `beta` random.
+/// The reference normalises with two-pass float64 statistics of the same f32 values.
+/// `burn::nn::GroupNorm` (the old path) on the same input is printed (`--nocapture`), not
+/// asserted: its error depends on the backend and its features.
+fn group_norm_matches_f64_on_large_groups<B: Backend>() {
+    let device = Default::default();
+    let (c, side, groups, eps) = (8usize, 1024usize, 2usize, 1e-6);
+    let per_sample = c * side * side;
+    let mut rng = StdRng::seed_from_u64(5);
+    let flat = Uniform::new(-0.01f32, 0.01).unwrap();
+    let normal = Normal::new(0.5f32, 2.0).unwrap();
+    let mut xs: Vec<f32> = (0..per_sample).map(|_| 0.3 + rng.sample(flat)).collect();
+    xs.extend((0..per_sample).map(|_| rng.sample(normal)));
+    let gamma: Vec<f32> = (0..c).map(|_| rng.random_range(0.5..2.0)).collect();
+    let beta: Vec<f32> = (0..c).map(|_| rng.random_range(-0.5..0.5)).collect();
+
+    let group_len = per_sample / groups;
+    let channel_len = side * side;
+    let mut want = vec![0.0f64; xs.len()];
+    for (g, chunk) in xs.chunks(group_len).enumerate() {
+        let n = chunk.len() as f64;
+        let mean = chunk.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = chunk
+            .iter()
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (i, &x) in chunk.iter().enumerate() {
+            let ch = ((g % groups) * group_len + i) / channel_len;
+            want[g * group_len + i] = (x as f64 - mean) * inv * gamma[ch] as f64 + beta[ch] as f64;
+        }
+    }
+
+    let shape = [2, c, side, side];
+    let x = Tensor::<B, 4>::from_data(TensorData::new(xs, shape), &device);
+    let gamma = Tensor::<B, 1>::from_floats(gamma.as_slice(), &device);
+    let beta = Tensor::<B, 1>::from_floats(beta.as_slice(), &device);
+    let mut norm = GroupNormConfig::new(groups, c)
+        .with_epsilon(eps)
+        .init::<B>(&device)
+        .unwrap();
+    norm.gamma = norm.gamma.map(|_| gamma.clone());
+    norm.beta = norm.beta.map(|_| beta.clone());
+    let mut old = burn::nn::GroupNormConfig::new(groups, c)
+        .with_epsilon(eps)
+        .init::<B>(&device);
+    old.gamma = old.gamma.map(|p| p.map(|_| gamma));
+    old.beta = old.beta.map(|p| p.map(|_| beta));
+
+    let max_err = |got: Vec<f32>, sample: usize| {
+        let range = sample * per_sample..(sample + 1) * per_sample;
+        got[range.clone()]
+            .iter()
+            .zip(&want[range])
+            .map(|(&y, &w)| (y as f64 - w).abs())
+            .fold(0.0, f64::max)
+    };
+    let got = to_vec(norm.forward(x.clone()));
+    let old = to_vec(old.forward(x));
+    for (sample, name) in ["flat", "random"].iter().enumerate() {
+        let err = max_err(got.clone(), sample);
+        eprintln!(
+            "GroupNorm {name}: max abs err {err:.2e}, burn::nn::GroupNorm {:.2e}",
+            max_err(old.clone(), sample)
+        );
+        assert!(err <= 1e-4, "{name}: max |GroupNorm - f64| = {err:.2e}");
+    }
+}
+
+/// Posterior draws are a pure function of the seed, differ from the mean and between
+/// seeds, and the mean path is `encode` (the fixture's `expected.latent`).
+fn flux_sampling_is_seeded<B: Backend>() {
+    let device = Default::default();
+    let f = Fixture::load("vision_vae.safetensors");
+    let ae = tiny_flux::<B>(&f, &device);
+    let image01 = (f.tensor::<B, 4>("input.image", &device) + 1.0) / 2.0;
+    let draw = |seed| {
+        to_vec(
+            ae.encode_with(image01.clone(), LatentSampling::Sample, seed)
+                .unwrap(),
+        )
+    };
+    let mean = to_vec(
+        ae.encode_with(image01.clone(), LatentSampling::Mean, 7)
+            .unwrap(),
+    );
+    assert_eq!(mean, to_vec(ae.encode(image01.clone()).unwrap()));
+    let (latent, _) = f.f32("expected.latent");
+    uno_testing::assert_close(&mean, &latent, TOL, TOL);
+    let a = draw(7);
+    assert_eq!(a, draw(7), "same seed, same draw");
+    assert_ne!(a, draw(8), "another seed, another draw");
+    assert!(
+        a.iter().zip(&mean).all(|(s, m)| s != m),
+        "a draw equals the mean"
+    );
+
+    // The token path samples too, with the same noise as a one-image encode.
+    let one = image01.clone().narrow(0, 0, 1);
+    let [_, c, h, w] = one.dims();
+    let (tokens, grid) = ae
+        .encode_tokens_with(one.clone().reshape([c, h, w]), LatentSampling::Sample, 3)
+        .unwrap();
+    let latent = ae.encode_with(one, LatentSampling::Sample, 3).unwrap();
+    let [_, z, lh, lw] = latent.dims();
+    let (expected, _) = patchify_latent(latent.reshape([z, lh, lw])).unwrap();
+    assert_eq!(grid, [2, 3]);
+    assert_eq!(to_vec(tokens), to_vec(expected));
+
+    // The PixelCodec has no posterior: sampling is the identity encode.
+    let pixels =
+        LatentCodec::<B>::encode_with(&PixelCodec, image01.clone(), LatentSampling::Sample, 1);
+    assert_eq!(
+        to_vec(pixels.unwrap()),
+        to_vec(LatentCodec::<B>::encode(&PixelCodec, image01).unwrap())
+    );
+}
+
+/// Over 1000 draws of one image (a batch of copies, one seed: every copy gets its own
+/// noise), each latent cell's sample mean and std match the posterior's scaled mean
+/// `scale * (mean - shift)` and std `scale * exp(logvar / 2)` within 5 standard errors.
+fn flux_samples_follow_the_posterior<B: Backend>() {
+    let device = Default::default();
+    let f = Fixture::load("vision_vae.safetensors");
+    let ae = tiny_flux::<B>(&f, &device);
+    let draws = 1000usize;
+    let image = f.tensor::<B, 4>("input.image", &device).narrow(0, 0, 1);
+    let (mean, logvar) = ae.posterior(image.clone()).unwrap();
+    let scale = FluxAeConfig::tiny().scale_factor;
+    let shift = FluxAeConfig::tiny().shift_factor;
+    let mu: Vec<f64> = to_vec(mean)
+        .iter()
+        .map(|&m| scale * (m as f64 - shift))
+        .collect();
+    let sd: Vec<f64> = to_vec(logvar)
+        .iter()
+        .map(|&l| scale * (0.5 * l as f64).exp())
+        .collect();
+    let cells = mu.len();
+
+    let copies = image.repeat_dim(0, draws);
+    let z = to_vec(
+        ae.encode_raw_with(copies, LatentSampling::Sample, 11)
+            .unwrap(),
+    );
+    assert_eq!(z.len(), draws * cells);
+    let k = draws as f64;
+    for cell in 0..cells {
+        let xs = z.iter().skip(cell).step_by(cells).map(|&v| v as f64);
+        let m = xs.clone().sum::<f64>() / k;
+        let s = (xs.map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1.0)).sqrt();
+        assert!(
+            (m - mu[cell]).abs() <= 5.0 * sd[cell] / k.sqrt(),
+            "cell {cell}: sample mean {m} vs posterior {}",
+            mu[cell]
+        );
+        assert!(
+            (s / sd[cell] - 1.0).abs() <= 5.0 / (2.0 * k).sqrt(),
+            "cell {cell}: sample std {s} vs posterior {}",
+            sd[cell]
+        );
+    }
+}
+
 #[test]
 fn flux_config() {
     let cfg = FluxAeConfig::default();
@@ -247,5 +418,8 @@ uno_testing::backend_tests!(
     latent_patchify_by_hand,
     pixel_codec_roundtrip,
     flux_matches_reference,
-    flux_rejects_bad_input
+    flux_rejects_bad_input,
+    group_norm_matches_f64_on_large_groups,
+    flux_sampling_is_seeded,
+    flux_samples_follow_the_posterior
 );

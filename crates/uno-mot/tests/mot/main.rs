@@ -10,3 +10,4 @@ mod freeze;
 mod kv_cache;
 mod reference;
 mod rope;
+mod stats;
