@@ -25,7 +25,6 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::norm::{GroupNorm, GroupNormConfig};
-use super::sampling::host_normal;
 use super::{LatentCodec, LatentSampling, VisionError};
 
 fn default_resolution() -> usize {
@@ -496,13 +495,7 @@ impl<B: Backend> FluxAutoEncoder<B> {
         seed: u64,
     ) -> Result<Tensor<B, 4>, VisionError> {
         let (mean, logvar) = self.posterior(x)?;
-        let z = match sampling {
-            LatentSampling::Mean => mean,
-            LatentSampling::Sample => {
-                let eps = host_normal(mean.dims(), seed, &mean.device());
-                mean + (logvar * 0.5).exp() * eps
-            }
-        };
+        let z = sampling.latent(mean, logvar, seed);
         Ok((z - self.shift_factor) * self.scale_factor)
     }
 

@@ -30,16 +30,34 @@ pub enum LatentSampling {
     Sample,
 }
 
+impl LatentSampling {
+    /// The latent this choice takes from the posterior `N(mean, exp(logvar))`: the mean, or
+    /// `mean + exp(logvar / 2) * eps` with `eps` drawn on the host from `seed`.
+    ///
+    /// # Shapes
+    /// - `mean`, `logvar`, output: `[N, z, h, w]`
+    pub fn latent<B: Backend>(
+        self,
+        mean: Tensor<B, 4>,
+        logvar: Tensor<B, 4>,
+        seed: u64,
+    ) -> Tensor<B, 4> {
+        match self {
+            Self::Mean => mean,
+            Self::Sample => {
+                let eps = host_normal(mean.dims(), seed, &mean.device());
+                mean + (logvar * 0.5).exp() * eps
+            }
+        }
+    }
+}
+
 /// Standard normal noise of `shape` drawn on the host from `seed` (row-major order) and
 /// uploaded to `device`.
 ///
 /// # Shapes
 /// - output: `shape`
-pub(crate) fn host_normal<B: Backend>(
-    shape: [usize; 4],
-    seed: u64,
-    device: &B::Device,
-) -> Tensor<B, 4> {
+fn host_normal<B: Backend>(shape: [usize; 4], seed: u64, device: &B::Device) -> Tensor<B, 4> {
     let mut rng = StdRng::seed_from_u64(seed);
     let values: Vec<f32> = (0..shape.iter().product::<usize>())
         .map(|_| rng.sample(StandardNormal))

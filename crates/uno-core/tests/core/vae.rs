@@ -224,8 +224,8 @@ fn flux_rejects_bad_input<B: Backend>() {
     ));
 }
 
-/// GroupNorm on `[2, 8, 1024, 1024]` in 2 groups: 4M elements per group, a FLUX
-/// GroupNorm(32) group of a 128-channel 1024^2 activation. Sample 0 is a mostly flat image
+/// GroupNorm on `[2, 2, 1024, 1024]` in 2 groups: 1M elements (one 1024^2 channel) per
+/// group, a quarter of a FLUX GroupNorm(32) group of a 128-channel 1024^2 activation. Sample 0 is a mostly flat image
 /// (0.3 plus uniform noise of +-0.01, where a 1e-6 relative error in the mean is 5e-5 in
 /// the output), sample 1 normal (mean 0.5, std 2); per-channel `gamma` / `beta` random.
 /// The reference normalises with two-pass float64 statistics of the same f32 values.
@@ -233,7 +233,7 @@ fn flux_rejects_bad_input<B: Backend>() {
 /// asserted: its error depends on the backend and its features.
 fn group_norm_matches_f64_on_large_groups<B: Backend>() {
     let device = Default::default();
-    let (c, side, groups, eps) = (8usize, 1024usize, 2usize, 1e-6);
+    let (c, side, groups, eps) = (2usize, 1024usize, 2usize, 1e-6);
     let per_sample = c * side * side;
     let mut rng = StdRng::seed_from_u64(5);
     let flat = Uniform::new(-0.01f32, 0.01).unwrap();
@@ -346,9 +346,11 @@ fn flux_sampling_is_seeded<B: Backend>() {
     );
 }
 
-/// Over 1000 draws of one image (a batch of copies, one seed: every copy gets its own
+/// A sampled encode is the posterior draw `LatentSampling::latent` makes, scaled; and over
+/// 1000 draws (the posterior of one image repeated, one seed: every copy gets its own
 /// noise), each latent cell's sample mean and std match the posterior's scaled mean
-/// `scale * (mean - shift)` and std `scale * exp(logvar / 2)` within 5 standard errors.
+/// `scale * (mean - shift)` and std `scale * exp(logvar / 2)` within 5 standard errors. The
+/// encoder runs once: the statistics are the sampling step's.
 fn flux_samples_follow_the_posterior<B: Backend>() {
     let device = Default::default();
     let f = Fixture::load("vision_vae.safetensors");
@@ -358,21 +360,28 @@ fn flux_samples_follow_the_posterior<B: Backend>() {
     let (mean, logvar) = ae.posterior(image.clone()).unwrap();
     let scale = FluxAeConfig::tiny().scale_factor;
     let shift = FluxAeConfig::tiny().shift_factor;
-    let mu: Vec<f64> = to_vec(mean)
+    let mu: Vec<f64> = to_vec(mean.clone())
         .iter()
         .map(|&m| scale * (m as f64 - shift))
         .collect();
-    let sd: Vec<f64> = to_vec(logvar)
+    let sd: Vec<f64> = to_vec(logvar.clone())
         .iter()
         .map(|&l| scale * (0.5 * l as f64).exp())
         .collect();
     let cells = mu.len();
 
-    let copies = image.repeat_dim(0, draws);
-    let z = to_vec(
-        ae.encode_raw_with(copies, LatentSampling::Sample, 11)
-            .unwrap(),
+    let draw = |mean: Tensor<B, 4>, logvar: Tensor<B, 4>| {
+        let z = LatentSampling::Sample.latent(mean, logvar, 11);
+        to_vec((z - shift) * scale)
+    };
+    assert_eq!(
+        to_vec(
+            ae.encode_raw_with(image, LatentSampling::Sample, 11)
+                .unwrap()
+        ),
+        draw(mean.clone(), logvar.clone())
     );
+    let z = draw(mean.repeat_dim(0, draws), logvar.repeat_dim(0, draws));
     assert_eq!(z.len(), draws * cells);
     let k = draws as f64;
     for cell in 0..cells {
