@@ -14,10 +14,12 @@ use crate::vae::Codec;
 /// The model being post-trained, its (frozen) codec and its objective.
 #[derive(Module, Debug)]
 pub struct UnoTrainee<B: Backend> {
+    /// The model; UNO's frozen set is frozen ([`Bagel::freeze_for_uno`]).
     pub model: Bagel<B>,
     /// Encodes the batch's images into the latents the flow loss noises. Frozen, and not
     /// part of the weight files ([`TrainStep::save_weights`] writes the model only).
     pub codec: Codec<B>,
+    /// Loss weights and timestep shift of the run.
     #[module(skip)]
     pub objective: UnoObjective,
 }

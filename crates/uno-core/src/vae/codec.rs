@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use super::{FluxAutoEncoder, LatentCodec, LatentSampling, PixelCodec, VisionError};
 
 /// The FLUX autoencoder of a BAGEL release, or the identity [`PixelCodec`] of the toy runs
-/// and tests ([`crate::bagel::BagelConfig::vae`] says which).
+/// and tests ([`crate::bagel::BagelConfig::codec`] says which).
 ///
 /// A module so that it moves to a device and can be frozen with the model it serves; it is
 /// never trained (the trainee freezes it), and its weights live in `ae.safetensors`, apart
@@ -18,10 +18,12 @@ pub struct Codec<B: Backend> {
 }
 
 impl<B: Backend> Codec<B> {
+    /// The identity [`PixelCodec`] (no weights).
     pub fn pixel() -> Self {
         Self { flux: None }
     }
 
+    /// The FLUX autoencoder `ae`.
     pub fn flux(ae: FluxAutoEncoder<B>) -> Self {
         Self { flux: Some(ae) }
     }

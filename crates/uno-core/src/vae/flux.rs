@@ -67,26 +67,37 @@ fn default_norm_eps() -> f64 {
 /// parity with FLUX's params).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FluxAeConfig {
+    /// Training resolution of the release (256); unused by the computation.
     #[serde(default = "default_resolution")]
     pub resolution: usize,
+    /// Image channels in (3, RGB).
     #[serde(default = "default_in_channels")]
     pub in_channels: usize,
+    /// Base channel width (release: 128); level `i` has `ch * ch_mult[i]` channels.
     #[serde(default = "default_ch")]
     pub ch: usize,
+    /// Image channels out of the decoder (3).
     #[serde(default = "default_out_ch")]
     pub out_ch: usize,
+    /// Channel multiplier per resolution level (release: `[1, 2, 4, 4]`); each level after the first halves the resolution.
     #[serde(default = "default_ch_mult")]
     pub ch_mult: Vec<usize>,
+    /// ResNet blocks per encoder level (the decoder has one more per level).
     #[serde(default = "default_num_res_blocks")]
     pub num_res_blocks: usize,
+    /// Latent channels (16); the encoder outputs `2 * z` moments (mean, log-variance).
     #[serde(default = "default_z_channels")]
     pub z_channels: usize,
+    /// Latent scale: `z = scale * (posterior - shift)` (0.3611).
     #[serde(default = "default_scale_factor")]
     pub scale_factor: f64,
+    /// Latent shift (0.1159).
     #[serde(default = "default_shift_factor")]
     pub shift_factor: f64,
+    /// GroupNorm groups (32); must divide every level's channels.
     #[serde(default = "default_norm_groups")]
     pub norm_groups: usize,
+    /// GroupNorm epsilon (1e-6).
     #[serde(default = "default_norm_eps")]
     pub norm_eps: f64,
 }
@@ -292,14 +303,23 @@ fn swish<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// conv `nin_shortcut` when the channel count changes, else the identity.
 #[derive(Module, Debug)]
 pub struct ResnetBlock<B: Backend> {
+    /// Norm before the first conv.
     pub norm1: GroupNorm<B>,
+    /// First 3x3 conv (to the block's output channels).
     pub conv1: Conv2d<B>,
+    /// Norm before the second conv.
     pub norm2: GroupNorm<B>,
+    /// Second 3x3 conv.
     pub conv2: Conv2d<B>,
+    /// 1x1 conv on the shortcut when the channel count changes (`None`: identity).
     pub nin_shortcut: Option<Conv2d<B>>,
 }
 
 impl<B: Backend> ResnetBlock<B> {
+    /// Apply the block.
+    ///
+    /// # Shapes
+    /// - input and output: `[N, C, H, W]` (resolution and channels as the block sets them)
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let h = self.conv1.forward(swish(self.norm1.forward(x.clone())));
         let h = self.conv2.forward(swish(self.norm2.forward(h)));
@@ -315,14 +335,23 @@ impl<B: Backend> ResnetBlock<B> {
 /// 1x1 convs of `norm(x)` and scale `C^-0.5`.
 #[derive(Module, Debug)]
 pub struct AttnBlock<B: Backend> {
+    /// Norm of the input before the projections.
     pub norm: GroupNorm<B>,
+    /// 1x1 query projection.
     pub q: Conv2d<B>,
+    /// 1x1 key projection.
     pub k: Conv2d<B>,
+    /// 1x1 value projection.
     pub v: Conv2d<B>,
+    /// 1x1 output projection (added to the input).
     pub proj_out: Conv2d<B>,
 }
 
 impl<B: Backend> AttnBlock<B> {
+    /// Apply the block.
+    ///
+    /// # Shapes
+    /// - input and output: `[N, C, H, W]` (resolution and channels as the block sets them)
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let n = self.norm.forward(x.clone());
@@ -347,16 +376,22 @@ impl<B: Backend> AttnBlock<B> {
 /// Stride-2 3x3 conv after zero padding one row at the bottom and one column at the right.
 #[derive(Module, Debug)]
 pub struct Downsample<B: Backend> {
+    /// The 3x3 conv.
     pub conv: Conv2d<B>,
 }
 
 /// Nearest-neighbour x2 upsampling, then a 3x3 conv.
 #[derive(Module, Debug)]
 pub struct Upsample<B: Backend> {
+    /// The 3x3 conv.
     pub conv: Conv2d<B>,
 }
 
 impl<B: Backend> Upsample<B> {
+    /// Apply the block.
+    ///
+    /// # Shapes
+    /// - input and output: `[N, C, H, W]` (resolution and channels as the block sets them)
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [_, _, h, w] = x.dims();
         let x = interpolate(
@@ -371,26 +406,37 @@ impl<B: Backend> Upsample<B> {
 /// One encoder level: its res blocks, then (except the last level) a downsample.
 #[derive(Module, Debug)]
 pub struct DownLevel<B: Backend> {
+    /// The level's ResNet blocks.
     pub block: Vec<ResnetBlock<B>>,
+    /// Halves the resolution (`None` on the last level).
     pub downsample: Option<Downsample<B>>,
 }
 
 /// One decoder level: its res blocks, then (except level 0) an upsample.
 #[derive(Module, Debug)]
 pub struct UpLevel<B: Backend> {
+    /// The level's ResNet blocks.
     pub block: Vec<ResnetBlock<B>>,
+    /// Doubles the resolution (`None` on the last decoder level).
     pub upsample: Option<Upsample<B>>,
 }
 
 /// `block_2(attn_1(block_1(x)))`.
 #[derive(Module, Debug)]
 pub struct FluxMid<B: Backend> {
+    /// ResNet block before the attention.
     pub block_1: ResnetBlock<B>,
+    /// Single-head self-attention over all positions.
     pub attn_1: AttnBlock<B>,
+    /// ResNet block after the attention.
     pub block_2: ResnetBlock<B>,
 }
 
 impl<B: Backend> FluxMid<B> {
+    /// Apply the block.
+    ///
+    /// # Shapes
+    /// - input and output: `[N, C, H, W]` (resolution and channels as the block sets them)
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         self.block_2
             .forward(self.attn_1.forward(self.block_1.forward(x)))
@@ -400,14 +446,23 @@ impl<B: Backend> FluxMid<B> {
 /// FLUX encoder: images in `[-1, 1]` to `[N, 2z, H/f, W/f]` (mean then log-variance).
 #[derive(Module, Debug)]
 pub struct FluxEncoder<B: Backend> {
+    /// 3x3 conv into the first level's width.
     pub conv_in: Conv2d<B>,
+    /// Resolution levels, highest resolution first.
     pub down: Vec<DownLevel<B>>,
+    /// ResNet, attention, ResNet at the lowest resolution.
     pub mid: FluxMid<B>,
+    /// Final norm (then swish).
     pub norm_out: GroupNorm<B>,
+    /// 3x3 conv to the output channels (encoder: `2 * z` moments; decoder: RGB).
     pub conv_out: Conv2d<B>,
 }
 
 impl<B: Backend> FluxEncoder<B> {
+    /// Apply the block.
+    ///
+    /// # Shapes
+    /// - input and output: `[N, C, H, W]` (resolution and channels as the block sets them)
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut h = self.conv_in.forward(x);
         for level in &self.down {
@@ -427,14 +482,23 @@ impl<B: Backend> FluxEncoder<B> {
 /// `[-1, 1]`).
 #[derive(Module, Debug)]
 pub struct FluxDecoder<B: Backend> {
+    /// 3x3 conv into the first level's width.
     pub conv_in: Conv2d<B>,
+    /// ResNet, attention, ResNet at the lowest resolution.
     pub mid: FluxMid<B>,
+    /// Resolution levels in FLUX's order (index 0 is the highest resolution; run last to first).
     pub up: Vec<UpLevel<B>>,
+    /// Final norm (then swish).
     pub norm_out: GroupNorm<B>,
+    /// 3x3 conv to the output channels (encoder: `2 * z` moments; decoder: RGB).
     pub conv_out: Conv2d<B>,
 }
 
 impl<B: Backend> FluxDecoder<B> {
+    /// Apply the block.
+    ///
+    /// # Shapes
+    /// - input and output: `[N, C, H, W]` (resolution and channels as the block sets them)
     pub fn forward(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut h = self.mid.forward(self.conv_in.forward(z));
         for level in self.up.iter().rev() {
@@ -454,11 +518,17 @@ impl<B: Backend> FluxDecoder<B> {
 /// ([`LatentCodec::encode_with`], [`LatentSampling`]) as BAGEL's training does.
 #[derive(Module, Debug)]
 pub struct FluxAutoEncoder<B: Backend> {
+    /// Image to posterior moments.
     pub encoder: FluxEncoder<B>,
+    /// Latent to image.
     pub decoder: FluxDecoder<B>,
+    /// Image channels in (3, RGB).
     pub in_channels: usize,
+    /// Latent channels (16); the encoder outputs `2 * z` moments (mean, log-variance).
     pub z_channels: usize,
+    /// Latent scale: `z = scale * (posterior - shift)` (0.3611).
     pub scale_factor: f64,
+    /// Latent shift (0.1159).
     pub shift_factor: f64,
 }
 
