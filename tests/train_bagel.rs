@@ -207,7 +207,10 @@ fn trains_with_the_flux_codec_of_a_folder() {
         Bagel::<B>::load_folder(&dir, &device, UnexpectedKeys::Error).unwrap();
     assert_eq!(loaded_config.codec, CodecConfig::Flux(FluxAeConfig::tiny()));
     let codec = loaded_config.load_codec::<B>(&dir, &device).unwrap();
-    let ae_before = uno_testing::to_vec(codec.flux.as_ref().unwrap().encoder.conv_in.weight.val());
+    let Codec::Flux(ae) = &codec else {
+        panic!("the folder names a FLUX codec")
+    };
+    let ae_before = uno_testing::to_vec(ae.encoder.conv_in.weight.val());
     let objective = loaded_config.objective().unwrap();
     let trainee = UnoTrainee::new(model, objective.clone()).with_codec(codec);
     assert!(trainee.codec.num_params() > 0);
@@ -223,7 +226,9 @@ fn trains_with_the_flux_codec_of_a_folder() {
     };
     let step = trainee.forward_step(batch.clone(), &ctx).unwrap();
     let trainee_flow = uno_testing::to_vec(step.components[0].1.clone())[0];
-    let ae = trainee.codec.flux.as_ref().unwrap();
+    let Codec::Flux(ae) = &trainee.codec else {
+        unreachable!()
+    };
     let direct = flow_loss(&trainee.model, &batch, ae, &objective);
     let pixel = flow_loss(&trainee.model, &batch, &PixelCodec, &objective);
     assert_eq!(trainee_flow, direct);
@@ -244,18 +249,11 @@ fn trains_with_the_flux_codec_of_a_folder() {
         .unwrap();
     assert_eq!((summary.end_step, summary.skipped), (3, 0));
     let trained = trainer.model();
+    let Codec::Flux(trained_ae) = &trained.codec else {
+        unreachable!()
+    };
     assert_eq!(
-        uno_testing::to_vec(
-            trained
-                .codec
-                .flux
-                .as_ref()
-                .unwrap()
-                .encoder
-                .conv_in
-                .weight
-                .val()
-        ),
+        uno_testing::to_vec(trained_ae.encoder.conv_in.weight.val()),
         ae_before,
         "the codec must stay frozen"
     );

@@ -208,7 +208,7 @@ impl BagelConfig {
 /// Write `codec`'s weights into `dir` ([`AE_FILE`], FLUX's key names, f32); nothing for the
 /// weightless [`crate::vae::PixelCodec`].
 pub fn save_codec<B: Backend>(codec: &Codec<B>, dir: &Path) -> Result<(), BagelError> {
-    if let Some(ae) = &codec.flux {
+    if let Codec::Flux(ae) = codec {
         let mut writer = WeightWriter::new(SaveDtype::F32).with_metadata("format", "pt");
         save_module::<B, _>(ae, &mut writer, torch_key)?;
         writer.write(dir.join(AE_FILE))?;

@@ -12,43 +12,44 @@ use super::{FluxAutoEncoder, LatentCodec, LatentSampling, PixelCodec, VisionErro
 /// never trained (the trainee freezes it), and its weights live in `ae.safetensors`, apart
 /// from the model's.
 #[derive(Module, Debug)]
-pub struct Codec<B: Backend> {
-    /// `None`: the [`PixelCodec`].
-    pub flux: Option<FluxAutoEncoder<B>>,
+pub enum Codec<B: Backend> {
+    /// The identity [`PixelCodec`] (no weights).
+    Pixel(PixelCodec),
+    /// The FLUX autoencoder.
+    Flux(FluxAutoEncoder<B>),
 }
 
 impl<B: Backend> Codec<B> {
     /// The identity [`PixelCodec`] (no weights).
     pub fn pixel() -> Self {
-        Self { flux: None }
+        Self::Pixel(PixelCodec)
     }
 
     /// The FLUX autoencoder `ae`.
     pub fn flux(ae: FluxAutoEncoder<B>) -> Self {
-        Self { flux: Some(ae) }
+        Self::Flux(ae)
+    }
+
+    /// The codec as the trait the forward and the sampler use.
+    fn inner(&self) -> &dyn LatentCodec<B> {
+        match self {
+            Self::Pixel(pixel) => pixel,
+            Self::Flux(ae) => ae,
+        }
     }
 }
 
 impl<B: Backend> LatentCodec<B> for Codec<B> {
     fn latent_channels(&self) -> usize {
-        match &self.flux {
-            Some(ae) => ae.latent_channels(),
-            None => LatentCodec::<B>::latent_channels(&PixelCodec),
-        }
+        self.inner().latent_channels()
     }
 
     fn downsample(&self) -> usize {
-        match &self.flux {
-            Some(ae) => LatentCodec::<B>::downsample(ae),
-            None => LatentCodec::<B>::downsample(&PixelCodec),
-        }
+        self.inner().downsample()
     }
 
     fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
-        match &self.flux {
-            Some(ae) => ae.encode(images),
-            None => PixelCodec.encode(images),
-        }
+        self.inner().encode(images)
     }
 
     fn encode_with(
@@ -57,16 +58,10 @@ impl<B: Backend> LatentCodec<B> for Codec<B> {
         sampling: LatentSampling,
         seed: u64,
     ) -> Result<Tensor<B, 4>, VisionError> {
-        match &self.flux {
-            Some(ae) => ae.encode_with(images, sampling, seed),
-            None => PixelCodec.encode_with(images, sampling, seed),
-        }
+        self.inner().encode_with(images, sampling, seed)
     }
 
     fn decode(&self, latents: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
-        match &self.flux {
-            Some(ae) => ae.decode(latents),
-            None => PixelCodec.decode(latents),
-        }
+        self.inner().decode(latents)
     }
 }

@@ -1,5 +1,6 @@
 //! An identity "VAE" on pixels, for tests and toy runs.
 
+use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::{LatentCodec, VisionError};
@@ -13,7 +14,7 @@ use super::{LatentCodec, VisionError};
 /// back (ignoring 12..16) and clamps to `[0, 1]`. With the 2x2 latent tokens of
 /// [`LatentCodec::encode_tokens`], one 64-d token is a 4x4 pixel block, so an image is
 /// 4 times its token grid per side.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Module, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PixelCodec;
 
 /// Pixels per latent cell side.
