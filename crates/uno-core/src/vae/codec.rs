@@ -11,6 +11,9 @@ use super::{FluxAutoEncoder, LatentCodec, LatentSampling, PixelCodec, VisionErro
 /// A module so that it moves to a device and can be frozen with the model it serves; it is
 /// never trained (the trainee freezes it), and its weights live in `ae.safetensors`, apart
 /// from the model's.
+// One codec is held per model, never in collections, so the size of the FLUX variant costs
+// nothing; Burn's Module derive does not take a boxed module.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Codec<B: Backend> {
     /// The identity [`PixelCodec`] (no weights).
