@@ -15,8 +15,8 @@
 //!
 //! Run: `cargo bench -p uno-mot --bench attention -- --warm-up-time 1 --measurement-time 5`
 //!
-//! Measured on a 2-core AVX-512 machine (flex, f32, default 256 x 256 tiles), peak heap of
-//! one step and median time:
+//! Measured on a 2-core machine (AMD EPYC, AVX2; flex, f32, default 256 x 256 tiles; other
+//! builds running, so times are upper bounds), peak heap of one step and median time:
 //!
 //! | tokens | dense | blockwise |
 //! |---|---|---|
