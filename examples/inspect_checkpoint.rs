@@ -153,11 +153,15 @@ fn synthetic_forward(
     let mut rng = StdRng::seed_from_u64(0);
     let pixels: Vec<f32> = (0..3 * side * side).map(|_| rng.random::<f32>()).collect();
     let image = Tensor::<Flex, 3>::from_data(TensorData::new(pixels, [3, side, side]), &device);
+    // One square image serves as the noised target and its ViT-side copy.
+    let images = [image];
     let out = model.uno_forward(
         UnoBatch {
             pack: &pack,
-            images: &[image],
+            images: &images,
+            vit_targets: &images,
             noise_seed: 0,
+            normalization: Default::default(),
         },
         codec,
         &config.objective()?,

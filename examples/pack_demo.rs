@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Sample::text_to_image(vec![101, 102, 103], ImageSize::new(32, 32), vec![201, 202]),
         Sample::Edit {
             source: ImageSize::new(16, 32),
+            source_vit: ImageSize::new(16, 32),
             instruction: vec![301, 302],
             target: ImageSize::new(16, 32),
             supervision: Supervision::joint(vec![401]),

@@ -52,7 +52,7 @@ struct Args {
     /// Loss ablation (paper Table 7); default: the config's `[loss]` weights.
     #[arg(long, value_enum)]
     ablation: Option<AblationChoice>,
-    /// Samples packed into one micro-batch (shorthand for `--set data.batch_size=N`).
+    /// Samples packed into one micro-batch (shorthand for `--set data.batch.samples=N`).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Continue from the latest checkpoint in the output folder.
@@ -110,7 +110,7 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
     }
     let mut overrides = args.overrides.clone();
     if let Some(n) = args.batch_size {
-        overrides.insert(0, format!("data.batch_size={n}"));
+        overrides.insert(0, format!("data.batch={{ samples = {n} }}"));
     }
     let config = config.with_overrides(&overrides)?;
     config.validate()?;

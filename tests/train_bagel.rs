@@ -9,7 +9,7 @@ use uno_core::bagel::{Bagel, BagelConfig};
 use uno_core::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
 use uno_core::data::{SyntheticConfig, SyntheticScenes};
 use uno_core::objectives::ConditionDropoutConfig;
-use uno_core::train::{PackedBatches, RunConfig, UnoTrainee};
+use uno_core::train::{BatchFill, PackedBatches, RunConfig, UnoTrainee};
 use uno_core::trainer::{ScheduleKind, TrainConfig, Trainer};
 
 type B = Autodiff<Flex>;
@@ -47,13 +47,33 @@ fn setup(seed: u64) -> (SyntheticScenes, BagelConfig, Bagel<B>) {
 }
 
 fn batches(data: SyntheticScenes, config: &BagelConfig) -> PackedBatches<SyntheticScenes, B> {
-    PackedBatches {
-        dataset: data,
-        batch_size: 4,
-        packing: config.packing(),
-        dropout: ConditionDropoutConfig::new(),
-        device: Default::default(),
-    }
+    PackedBatches::new(
+        data,
+        BatchFill::Samples(4),
+        config.packing(),
+        ConditionDropoutConfig::new(),
+        Default::default(),
+    )
+}
+
+/// Shuffled epochs of 10 items, packed to a token budget (a synthetic sample is 40 to 70
+/// tokens, so 1 to 4 samples a pack): micro-batches hold varying numbers of items and the
+/// data source's cursor is not a function of the position.
+fn budget_batches(
+    data: SyntheticScenes,
+    config: &BagelConfig,
+) -> PackedBatches<SyntheticScenes, B> {
+    PackedBatches::new(
+        data,
+        BatchFill::Tokens {
+            expected: 120,
+            max: 160,
+        },
+        config.packing(),
+        ConditionDropoutConfig::new(),
+        Default::default(),
+    )
+    .shuffled(5)
 }
 
 fn weights(model: &Bagel<B>) -> Vec<f32> {
@@ -112,11 +132,18 @@ fn config_with_window(dir: &Path) -> TrainConfig {
     config(dir, 120, &["metrics.summary_window=20"])
 }
 
+/// With shuffled epochs, token-budget packs and accumulation over 2 micro-batches (so the
+/// checkpoint must keep the data cursor, not only the position).
 #[test]
 fn resume_reproduces_a_straight_run() {
     let (straight_dir, split_dir) = (run_dir("straight"), run_dir("split"));
-    let settings = ["schedule.warmup_steps=2"];
+    let settings = ["schedule.warmup_steps=2", "grad_accumulation=2"];
     let (data, config_b, model) = setup(1);
+    let data = SyntheticScenes::new(SyntheticConfig {
+        len: 10,
+        ..data.config().clone()
+    })
+    .unwrap();
     let objective = || config_b.objective().unwrap();
     // The same initial weights for both runs: Burn initialises parameters lazily (a clone
     // made before first use draws its own values), so copy them through a checkpoint.
@@ -128,7 +155,7 @@ fn resume_reproduces_a_straight_run() {
     let (model_copy, _) = fresh
         .load_safetensors(&reader, UnexpectedKeys::Error)
         .unwrap();
-    let mut data_a = batches(data.clone(), &config_b);
+    let mut data_a = budget_batches(data.clone(), &config_b);
     let mut straight = Trainer::new(
         config(&straight_dir, 6, &settings),
         UnoTrainee::new(model, objective()),
@@ -139,7 +166,7 @@ fn resume_reproduces_a_straight_run() {
         .map(|_| straight.train_step(&mut data_a).unwrap().loss)
         .collect();
 
-    let mut data_b = batches(data.clone(), &config_b);
+    let mut data_b = budget_batches(data.clone(), &config_b);
     let mut first = Trainer::new(
         config(&split_dir, 6, &settings),
         UnoTrainee::new(model_copy, objective()),
@@ -154,7 +181,7 @@ fn resume_reproduces_a_straight_run() {
     // A differently initialised model resumes from the checkpoint: weights, EMA, optimizer
     // state, RNG and data position all come from disk.
     let (_, _, other) = setup(2);
-    let mut data_c = batches(data, &config_b);
+    let mut data_c = budget_batches(data, &config_b);
     let mut resumed = Trainer::resume_or_new(
         config(&split_dir, 6, &settings),
         UnoTrainee::new(other, objective()),
@@ -165,6 +192,9 @@ fn resume_reproduces_a_straight_run() {
     split_losses.extend((0..3).map(|_| resumed.train_step(&mut data_c).unwrap().loss));
 
     assert_eq!(split_losses, straight_losses);
+    // 6 steps x 2 packs of 1 to 4 samples went through more than one shuffled epoch.
+    assert_eq!(data_c.cursor(), data_a.cursor());
+    assert!(data_a.cursor() > 12, "cursor {}", data_a.cursor());
     assert!(
         weights(&resumed.model().model) == weights(&straight.model().model),
         "weights differ after resume"
@@ -223,6 +253,7 @@ fn trains_with_the_flux_codec_of_a_folder() {
         micro_batch: 0,
         data_position: 0,
         seed: 11,
+        step_counts: vec![],
     };
     let step = trainee.forward_step(batch.clone(), &ctx).unwrap();
     let trainee_flow = uno_testing::to_vec(step.components[0].1.clone())[0];
@@ -275,7 +306,9 @@ fn flow_loss(
     let batch = uno_core::bagel::UnoBatch {
         pack: &batch.pack,
         images: &batch.images,
+        vit_targets: &batch.vit_targets,
         noise_seed: 11,
+        normalization: Default::default(),
     };
     let out = model.uno_forward(batch, codec, objective).unwrap();
     uno_testing::to_vec(out.loss.flow)[0]
@@ -299,15 +332,36 @@ fn paper_configs_parse_to_the_paper_table() {
     );
     assert_eq!(generation.model.metaqueries, 256);
     assert_eq!(generation.model.timestep_shift, 4.0);
-    let r = &generation.model.resolution;
-    assert_eq!((r.min, r.max), (512, 1024));
+    // Table 11's resolution (512, 1024) is the VAE side of BAGEL's transform.
+    let d = &generation.data;
+    assert_eq!(
+        (d.vae_image.min, d.vae_image.max, d.vae_image.stride),
+        (512, 1024, 16)
+    );
+    assert_eq!(
+        (d.vit_image.min, d.vit_image.max, d.vit_image.stride),
+        (224, 518, 14)
+    );
+    // 400 samples per step: 48 BAGEL token-budget packs (see the config's comment).
+    assert_eq!(
+        d.batch,
+        BatchFill::Tokens {
+            expected: 32768,
+            max: 36864
+        }
+    );
+    assert_eq!(t.grad_accumulation, 48);
+    // 48 packs of at least 32768 tokens hold at least 400 average samples (Table 12).
+    let (packs, average) = (t.grad_accumulation as usize, 171 + 3362 + 80 + 256);
+    assert!(packs * 32768 / average >= 400);
     let editing =
         RunConfig::from_toml_str(include_str!("../configs/paper_editing.toml"), "editing").unwrap();
     assert_eq!(editing.trainer.schedule.kind, ScheduleKind::Constant);
     assert_eq!(editing.trainer.optimizer.lr, 1e-4);
+    assert_eq!(editing.trainer.grad_accumulation, 36);
     assert_eq!(
-        (editing.loss, editing.model),
-        (generation.loss, generation.model)
+        (editing.loss, editing.model, editing.data),
+        (generation.loss, generation.model, generation.data)
     );
 }
 
@@ -329,7 +383,7 @@ fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
                 "metrics.progress=false".into(),
                 "metrics.eval_every=2".into(),
                 "checkpoint.every=2".into(),
-                "data.batch_size=2".into(),
+                "data.batch.samples=2".into(),
                 "schedule.warmup_steps=1".into(),
             ])
             .unwrap(),
@@ -439,10 +493,12 @@ fn flux_folder_trains_resumes_exactly_and_generates() {
                 "metrics.progress=false".into(),
                 "metrics.eval_every=0".into(),
                 "checkpoint.every=2".into(),
-                "data.batch_size=2".into(),
+                "data.batch.samples=2".into(),
                 "schedule.warmup_steps=1".into(),
-                "model.resolution.min=16".into(),
-                "model.resolution.max=16".into(),
+                "data.vae_image.min=16".into(),
+                "data.vae_image.max=16".into(),
+                "data.vit_image.min=16".into(),
+                "data.vit_image.max=16".into(),
             ])
             .unwrap(),
         model: ModelSource::Folder(source.clone()),

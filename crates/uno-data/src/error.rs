@@ -43,7 +43,16 @@ pub enum DataError {
         /// Items in the data set.
         len: usize,
     },
-    /// An invalid data-set setting (no resolution buckets, a bad [`crate::SyntheticConfig`]).
+    /// An image transform that cannot work (a zero stride or size, `min` above `max`, a pixel
+    /// cap below one stride squared), or an image it cannot resize (a zero side).
+    #[error("image transform {name}: {reason}")]
+    Transform {
+        /// The transform's config key (e.g. `data.vae_image`), or `image` for the image.
+        name: String,
+        /// What is wrong, with the values.
+        reason: String,
+    },
+    /// An invalid data-set setting (a bad [`crate::SyntheticConfig`]).
     #[error("invalid data config: {0}")]
     Config(String),
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ::image::{DynamicImage, imageops::FilterType};
+use ::image::DynamicImage;
 
 use crate::DataError;
 
@@ -56,6 +56,17 @@ impl RgbImage {
         out
     }
 
+    /// From a decoded image of any colour type (alpha dropped, values scaled to `[0, 1]`).
+    pub fn from_dynamic(image: &DynamicImage) -> Self {
+        let rgb = image.to_rgb32f();
+        let (width, height) = (rgb.width() as usize, rgb.height() as usize);
+        let mut out = Self::filled(height, width, [0.0; 3]);
+        for (col, row, pixel) in rgb.enumerate_pixels() {
+            out.set_pixel(row as usize, col as usize, pixel.0);
+        }
+        out
+    }
+
     /// To 8-bit RGB (values clamped to `[0, 1]`, rounded).
     pub fn to_rgb8(&self) -> ::image::RgbImage {
         ::image::RgbImage::from_fn(self.width as u32, self.height as u32, |col, row| {
@@ -74,25 +85,11 @@ impl RgbImage {
     }
 
     /// Decode any image the `image` crate reads. It is returned as decoded (any colour
-    /// type); [`resize_to_bucket`] converts it to RGB.
+    /// type); [`Self::from_dynamic`] converts it.
     pub fn load(path: &Path) -> Result<DynamicImage, DataError> {
         ::image::open(path).map_err(|e| DataError::Image {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
     }
-}
-
-/// Resize and centre-crop `image` to the bucket `(height, width)` whose aspect ratio is
-/// closest to the image's (BAGEL trains on resolution buckets; cropping keeps the aspect
-/// ratio of the content).
-pub fn resize_to_bucket(image: &DynamicImage, buckets: &[(usize, usize)]) -> Option<RgbImage> {
-    let aspect = f64::from(image.height()) / f64::from(image.width().max(1));
-    let &(height, width) = buckets.iter().min_by(|a, b| {
-        let da = (a.0 as f64 / a.1 as f64 - aspect).abs();
-        let db = (b.0 as f64 / b.1 as f64 - aspect).abs();
-        da.total_cmp(&db)
-    })?;
-    let resized = image.resize_to_fill(width as u32, height as u32, FilterType::Lanczos3);
-    Some(RgbImage::from_rgb8(&resized.to_rgb8()))
 }

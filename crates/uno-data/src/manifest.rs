@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{DataError, Dataset, RgbImage, TextTokenizer, TrainItem, resize_to_bucket};
+use crate::{DataError, Dataset, ImagePair, ImageTransforms, RgbImage, TextTokenizer, TrainItem};
 use uno_packing::{ImageSize, Sample, Supervision};
 
 /// One manifest line.
@@ -47,23 +47,21 @@ pub struct ManifestDataset {
     root: PathBuf,
     records: Vec<ManifestRecord>,
     tokenizer: TextTokenizer,
-    buckets: Vec<(usize, usize)>,
+    transforms: ImageTransforms,
     metaqueries: bool,
 }
 
 impl ManifestDataset {
-    /// Read and check every line of `path`. `buckets` are the `(height, width)` training
-    /// resolutions; each image is resized and centre-cropped to the closest aspect ratio.
+    /// Read and check every line of `path`. Each image is decoded when its item is read and
+    /// goes through both `transforms` (BAGEL's: aspect ratio kept, no crop), giving its
+    /// VAE-side and ViT-side copies.
     pub fn open(
         path: &Path,
         tokenizer: TextTokenizer,
-        buckets: Vec<(usize, usize)>,
+        transforms: ImageTransforms,
     ) -> Result<Self, DataError> {
-        if buckets.is_empty() {
-            return Err(DataError::Config(
-                "at least one resolution bucket is needed".into(),
-            ));
-        }
+        transforms.vae.validate("vae transform")?;
+        transforms.vit.validate("vit transform")?;
         let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
@@ -94,7 +92,7 @@ impl ManifestDataset {
             root: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             records,
             tokenizer,
-            buckets,
+            transforms,
             metaqueries: true,
         })
     }
@@ -110,10 +108,10 @@ impl ManifestDataset {
         &self.records
     }
 
-    fn image(&self, path: &Path) -> Result<RgbImage, DataError> {
+    fn image(&self, path: &Path) -> Result<ImagePair, DataError> {
         let full = self.root.join(path);
-        let decoded = RgbImage::load(&full)?;
-        Ok(resize_to_bucket(&decoded, &self.buckets).expect("buckets checked non-empty"))
+        let decoded = RgbImage::from_dynamic(&RgbImage::load(&full)?);
+        self.transforms.apply(&decoded)
     }
 }
 
@@ -128,6 +126,7 @@ impl Dataset for ManifestDataset {
             len: self.records.len(),
         })?;
         let size = |image: &RgbImage| ImageSize::new(image.height, image.width);
+        let vae = |pair: &ImagePair| size(&pair.vae);
         let supervision = |caption: &str| -> Result<Supervision, DataError> {
             Ok(Supervision {
                 caption: Some(self.tokenizer.encode(caption)?),
@@ -144,7 +143,7 @@ impl Dataset for ManifestDataset {
                 Ok(TrainItem {
                     sample: Sample::TextToImage {
                         prompt: self.tokenizer.encode(prompt)?,
-                        target: size(&target),
+                        target: vae(&target),
                         supervision: supervision(recaption)?,
                         drop_prompt: false,
                     },
@@ -163,9 +162,10 @@ impl Dataset for ManifestDataset {
                 let (source, target) = (self.image(source)?, self.image(target)?);
                 Ok(TrainItem {
                     sample: Sample::Edit {
-                        source: size(&source),
+                        source: vae(&source),
+                        source_vit: size(&source.vit),
                         instruction: self.tokenizer.encode(instruction)?,
-                        target: size(&target),
+                        target: vae(&target),
                         supervision: supervision(target_caption)?,
                         dropout: Default::default(),
                     },

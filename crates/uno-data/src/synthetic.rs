@@ -10,7 +10,9 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::tokenizer::SPECIAL_TOKENS;
-use crate::{DataError, Dataset, RgbImage, TextTokenizer, TrainItem};
+use crate::{
+    DataError, Dataset, ImageTransformConfig, ImageTransforms, RgbImage, TextTokenizer, TrainItem,
+};
 use uno_packing::{ImageSize, Sample, SpecialTokens, Supervision};
 
 /// (prompt word, re-caption word, RGB)
@@ -179,6 +181,7 @@ pub struct SyntheticScenes {
     config: SyntheticConfig,
     tokenizer: TextTokenizer,
     supervision: (bool, bool),
+    transforms: ImageTransforms,
 }
 
 impl SyntheticScenes {
@@ -190,11 +193,23 @@ impl SyntheticScenes {
             )));
         }
         let tokenizer = TextTokenizer::word_level(Self::vocabulary())?;
+        let identity = ImageTransformConfig::fixed(config.image_size, 1);
         Ok(Self {
             config,
             tokenizer,
             supervision: (true, true),
+            transforms: ImageTransforms {
+                vae: identity,
+                vit: identity,
+            },
         })
+    }
+
+    /// Pass every rendered `image_size` square through `transforms` (by default both copies
+    /// are the rendered image itself).
+    pub fn with_transforms(mut self, transforms: ImageTransforms) -> Self {
+        self.transforms = transforms;
+        self
     }
 
     /// Which supervision splits items carry: `(caption, metaqueries)` (paper Table 7's
@@ -277,11 +292,13 @@ impl Dataset for SyntheticScenes {
         }
         let scene = self.scene(index);
         let (prompt, caption) = (scene.prompt(), scene.recaption());
-        let size = self.config.image_size;
+        let target = self
+            .transforms
+            .apply(&scene.render(self.config.image_size))?;
         let (with_caption, metaqueries) = self.supervision;
         let sample = Sample::TextToImage {
             prompt: self.tokenizer.encode(&prompt)?,
-            target: ImageSize::new(size, size),
+            target: ImageSize::new(target.vae.height, target.vae.width),
             supervision: Supervision {
                 caption: with_caption
                     .then(|| self.tokenizer.encode(&caption))
@@ -292,7 +309,7 @@ impl Dataset for SyntheticScenes {
         };
         Ok(TrainItem {
             sample,
-            target: scene.render(size),
+            target,
             source: None,
             prompt,
             caption,

@@ -68,18 +68,6 @@ pub enum ObjectiveError {
         /// Number of metaqueries asked for.
         num_queries: usize,
     },
-    /// The target feature grid is smaller than the sqrt(N) x sqrt(N) grid it must be pooled to.
-    #[error(
-        "target feature grid {found:?} is smaller than the {side}x{side} grid needed for {num_queries} metaqueries"
-    )]
-    GridTooSmall {
-        /// Found grid `[height, width]`.
-        found: [usize; 2],
-        /// Side of the square output grid.
-        side: usize,
-        /// Number of metaqueries.
-        num_queries: usize,
-    },
     /// A global normaliser is zero although this rank has tokens for the term.
     #[error(
         "global count for `{term}` is 0 but this rank has {local} tokens: the global count must include them"

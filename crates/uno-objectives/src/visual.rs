@@ -90,25 +90,26 @@ pub fn metaquery_grid_side(num_queries: usize) -> Result<usize> {
 /// axis pooled to 2 averages columns 0..3 and 2..5). The result is in raster order: row
 /// `y * side + x` is output cell `(y, x)`, matching metaquery `y * side + x`.
 ///
+/// A non-square grid (BAGEL keeps each image's aspect ratio, so a 1024x768 target's ViT copy
+/// is 28 x 37 patches) is pooled per axis: its rows into `side` row bins and its columns
+/// into `side` column bins, so each metaquery covers a `h/side x w/side` patch block and the
+/// aspect ratio is squeezed into the square grid (the metaquery at `(y, x)` always covers
+/// the same relative region of any image). An axis shorter than `side` (a panorama's ViT
+/// copy can have 9 rows for 16 metaquery rows) uses the same bin formula, whose bins then
+/// hold one cell each and repeat cells: pooling up is nearest-neighbour replication.
+///
 /// The features are detached: targets never carry gradient. Errors: `N` not a perfect
-/// square or 0, or `h < side` or `w < side`.
+/// square or 0, or an empty feature dimension.
 pub fn pool_target_grid<B: Backend>(
     features: Tensor<B, 3>,
     num_queries: usize,
 ) -> Result<Tensor<B, 2>> {
     let side = metaquery_grid_side(num_queries)?;
     let [h, w, d] = features.dims();
-    if h < side || w < side {
-        return Err(ObjectiveError::GridTooSmall {
-            found: [h, w],
-            side,
-            num_queries,
-        });
-    }
-    if d == 0 {
+    if h == 0 || w == 0 || d == 0 {
         return Err(ObjectiveError::Shape {
             tensor: "visual.target_features",
-            expected: "[h, w, D] with D >= 1".into(),
+            expected: "[h, w, D] with h, w, D >= 1".into(),
             found: vec![h, w, d],
         });
     }

@@ -51,6 +51,9 @@ pub enum SupervisionVisibility {
     /// The noised target and every earlier clean image split (an edit's source image), but
     /// never a text split (the prompt / instruction).
     AllButPrompt,
+    /// Every earlier split of the sample, the prompt included: the paper's appendix D
+    /// ablation with the leakage mask off (the caption may copy the prompt).
+    Everything,
 }
 
 /// Everything the packer needs besides the samples.

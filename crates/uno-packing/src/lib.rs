@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod composition;
 mod config;
 mod error;
 mod mask;
@@ -37,6 +38,7 @@ mod sample;
 mod split;
 mod tensor;
 
+pub use composition::TokenComposition;
 pub use config::{MetaqueryAttention, PackingConfig, SpecialTokens, SupervisionVisibility};
 pub use error::PackError;
 pub use mask::{SampleMask, SplitMask};

@@ -7,7 +7,9 @@
 //!   * a `noise` split is hidden from every other split but its sample's supervision splits,
 //!   * supervision splits (caption, metaqueries) are hidden from every other split,
 //!   * a supervision split sees only its noised target (the latest noise split before it),
-//!     or under [`SupervisionVisibility::AllButPrompt`] also the earlier clean images;
+//!     or under [`SupervisionVisibility::AllButPrompt`] also the earlier clean images, or
+//!     under [`SupervisionVisibility::Everything`] (the "mask off" ablation) every earlier
+//!     split;
 //! * inside a split: causal for text, caption and causal metaqueries, full otherwise.
 
 use serde::{Deserialize, Serialize};
@@ -117,8 +119,11 @@ fn split_sees(modes: &[AttnMode], q: usize, k: usize, visibility: SupervisionVis
     }
     if query.is_supervision() {
         let target = modes[..q].iter().rposition(|m| *m == AttnMode::Noise);
-        return Some(k) == target
-            || (visibility == SupervisionVisibility::AllButPrompt && key == AttnMode::Full);
+        return match visibility {
+            SupervisionVisibility::NoisedTargetOnly => Some(k) == target,
+            SupervisionVisibility::AllButPrompt => Some(k) == target || key == AttnMode::Full,
+            SupervisionVisibility::Everything => true,
+        };
     }
     key != AttnMode::Noise
 }

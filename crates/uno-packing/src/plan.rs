@@ -33,6 +33,15 @@ pub(crate) struct PlannedSample {
     pub tokens: usize,
 }
 
+impl Sample {
+    /// Tokens this sample takes in a pack (markers included), after validating it like
+    /// [`crate::PackedSequence::pack`] does; errors name it as sample 0. Token-budget
+    /// packing decides with this before the sample's pixels are needed.
+    pub fn token_count(&self, config: &PackingConfig) -> Result<usize, PackError> {
+        Ok(plan_sample(self, 0, config)?.tokens)
+    }
+}
+
 /// Validate `sample` (the `index`-th the caller supplied) and compute its layout sizes.
 pub(crate) fn plan_sample(
     sample: &Sample,

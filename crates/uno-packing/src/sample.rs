@@ -62,10 +62,13 @@ pub enum Sample {
     },
     /// Source image (clean VAE, then ViT), instruction, noised target, supervision.
     Edit {
-        /// Size of the source image. The same size is used for its clean VAE split and its
-        /// ViT split, so unless one is dropped it must suit both grids (a multiple of 16
-        /// and of 14 pixels per side, i.e. of 112, under the default config).
+        /// Size of the source image's VAE copy (a multiple of the VAE token size, 16 pixels
+        /// per side by default), for its clean VAE split.
         source: ImageSize,
+        /// Size of the source image's ViT copy (a multiple of the ViT patch, 14 pixels per
+        /// side by default), for its ViT split. BAGEL transforms the two copies separately
+        /// (VAE side 512..1024, ViT side 224..518), so the sizes usually differ.
+        source_vit: ImageSize,
         /// The edit instruction's token ids.
         instruction: Vec<u32>,
         /// Size of the edited image to generate (a multiple of the VAE token size).
@@ -126,7 +129,9 @@ impl Sample {
         }
     }
 
-    /// A UNO editing sample with both supervision splits.
+    /// A UNO editing sample with both supervision splits, whose source has one size for
+    /// both copies (it must then suit both grids: a multiple of 16 and of 14 pixels per
+    /// side, i.e. of 112, under the default config).
     pub fn edit(
         source: ImageSize,
         instruction: Vec<u32>,
@@ -135,6 +140,7 @@ impl Sample {
     ) -> Self {
         Self::Edit {
             source,
+            source_vit: source,
             instruction,
             target,
             supervision: Supervision::joint(caption),
@@ -182,6 +188,7 @@ impl Sample {
             }
             Self::Edit {
                 source,
+                source_vit,
                 instruction,
                 target,
                 supervision,
@@ -193,7 +200,7 @@ impl Sample {
                 ));
                 plan.push(image_or_dropped(
                     dropout.source_vit,
-                    SplitSpec::VitImage(*source),
+                    SplitSpec::VitImage(*source_vit),
                 ));
                 if !dropout.instruction {
                     plan.push(text(instruction, false));

@@ -50,6 +50,9 @@ pub struct TrainerState {
     pub trainable_paths: Vec<String>,
     /// Relative path and byte size of every other file in the checkpoint.
     pub files: BTreeMap<String, u64>,
+    /// The data source's own state ([`crate::DataSource::state`]), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_state: Option<serde_json::Value>,
 }
 
 /// `step-000100` for step 100.

@@ -43,7 +43,7 @@
 //!
 //!     fn forward_step(&self, (x, y): Self::Batch, _: &StepContext) -> Result<StepOutput<B>, BoxError> {
 //!         let loss = (x * self.w.val() - y).powi_scalar(2).mean();
-//!         Ok(StepOutput { loss: loss.clone(), components: vec![("mse", loss)], tokens: 4, samples: 4 })
+//!         Ok(StepOutput { loss: loss.clone(), components: vec![("mse", loss)], tokens: 4, samples: 4, counts: vec![] })
 //!     }
 //!
 //!     fn weights_extension() -> &'static str {

@@ -22,10 +22,11 @@ pub struct StepMetrics {
     pub step: u64,
     /// Learning rate used (or that would have been used, for a skipped step).
     pub lr: f64,
-    /// Total loss, mean over micro-batches (`null` when not finite).
+    /// Total loss: the mean over micro-batches, or their sum for a token-weighted model
+    /// (then the loss of the whole step's tokens); `null` when not finite.
     #[serde(deserialize_with = "nullable_f64")]
     pub loss: f64,
-    /// Each named component, mean over micro-batches.
+    /// Each named component, combined over micro-batches like the loss.
     pub components: BTreeMap<String, f64>,
     /// Global L2 gradient norm before clipping (`null` when not finite or not computed).
     #[serde(deserialize_with = "nullable_f64")]
@@ -38,6 +39,10 @@ pub struct StepMetrics {
     pub step_time_s: f64,
     /// Whether the update was skipped (non-finite loss or gradient norm).
     pub skipped: bool,
+    /// Named counts of the step, summed over its micro-batches ([`crate::StepOutput::counts`]:
+    /// for UNO the tokens of each kind and the samples the data skipped).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
 }
 
 fn nullable_f64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {

@@ -14,7 +14,7 @@ use crate::error::BoxError;
 use crate::rng::TrainRng;
 
 /// Per micro-batch information given to [`TrainStep::forward_step`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepContext {
     /// Optimizer steps already applied (0 for the first step).
     pub step: u64,
@@ -26,6 +26,10 @@ pub struct StepContext {
     /// (timesteps, flow noise, CFG dropout) so that resume reproduces it exactly. Burn's
     /// backend RNG is process-global and not checkpointed; do not rely on it.
     pub seed: u64,
+    /// The step's item count of each loss term: [`TrainStep::loss_counts`] summed over the
+    /// step's micro-batches (empty when the model reports none). A model that reports
+    /// counts divides each term's per-item sum by its total here.
+    pub step_counts: Vec<u64>,
 }
 
 /// What one forward pass returns.
@@ -40,6 +44,10 @@ pub struct StepOutput<B: AutodiffBackend> {
     pub tokens: u64,
     /// Samples processed (for samples/s).
     pub samples: u64,
+    /// Named counts for the step's metrics line (e.g. the tokens of each kind, samples
+    /// skipped by the data); summed over the step's micro-batches into
+    /// [`crate::StepMetrics::counts`].
+    pub counts: Vec<(&'static str, u64)>,
 }
 
 /// A model the trainer can train.
@@ -51,7 +59,21 @@ pub trait TrainStep<B: AutodiffBackend>: AutodiffModule<B> + Sized {
     /// One micro-batch.
     type Batch;
 
-    /// The loss of one micro-batch (the trainer averages micro-batches and differentiates).
+    /// The item count of each loss term of `batch` (e.g. noised tokens, caption targets,
+    /// metaqueries), always in the same order, or none (the default).
+    ///
+    /// With counts, the model is token-weighted: the trainer reads all micro-batches of a
+    /// step before the first forward, gives each forward the step's totals
+    /// ([`StepContext::step_counts`]), and SUMS the micro-batch losses, which the model has
+    /// normalised by those totals. `k` micro-batches then give exactly the gradient of one
+    /// batch holding all of them (BAGEL's normalisation, here across accumulation). Without
+    /// counts the trainer averages the micro-batch losses.
+    fn loss_counts(&self, _batch: &Self::Batch) -> Vec<u64> {
+        Vec::new()
+    }
+
+    /// The loss of one micro-batch (the trainer averages or sums micro-batches, see
+    /// [`Self::loss_counts`], and differentiates).
     fn forward_step(
         &self,
         batch: Self::Batch,
@@ -82,6 +104,20 @@ pub trait DataSource {
 
     /// The micro-batch at `position`; may draw from `rng` (shuffling, augmentation).
     fn batch(&mut self, position: u64, rng: &mut TrainRng) -> Result<Self::Batch, BoxError>;
+
+    /// State beyond the position and the RNG that exact resume needs (e.g. a token-budget
+    /// packer's cursor into its sample stream, which does not advance one item per
+    /// position). The trainer reads it after each step and keeps it in its checkpoints;
+    /// `None` (the default): the position says it all.
+    fn state(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Restore a [`Self::state`] read from a checkpoint, before the first batch of a
+    /// resumed run.
+    fn restore(&mut self, _state: &serde_json::Value) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// Closures `FnMut(position, &mut rng) -> Result<Batch, BoxError>` are data sources.

@@ -49,6 +49,11 @@ pub struct Trainer<B: AutodiffBackend, M: TrainStep<B>> {
     trainable: TrainableParams,
     step: u64,
     data_position: u64,
+    /// The data source's state after the last step read ([`DataSource::state`]); on resume,
+    /// the checkpoint's, restored into the data source before the first batch.
+    data_state: Option<serde_json::Value>,
+    /// Whether `data_state` still has to be restored into the data source (resume).
+    restore_data: bool,
     rng: TrainRng,
     consecutive_skips: u32,
     skipped_total: u64,
@@ -72,6 +77,8 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             config,
             step: 0,
             data_position: 0,
+            data_state: None,
+            restore_data: false,
             consecutive_skips: 0,
             skipped_total: 0,
             last_checkpoint: None,
@@ -159,6 +166,8 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         )?;
         trainer.step = state.step;
         trainer.data_position = state.data_position;
+        trainer.restore_data = state.data_state.is_some();
+        trainer.data_state = state.data_state;
         trainer.rng = TrainRng::from_state(state.rng_state);
         // A fresh skip budget: a checkpoint written by the skip guard records the streak
         // that aborted the run; resuming it must not abort again on the first bad batch.
@@ -242,6 +251,15 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         D: DataSource<Batch = M::Batch>,
     {
         let started = Instant::now();
+        if self.restore_data {
+            if let Some(state) = &self.data_state {
+                data.restore(state).map_err(|source| TrainError::Data {
+                    position: self.data_position,
+                    source,
+                })?;
+            }
+            self.restore_data = false;
+        }
         let lr = self.schedule.lr_at(self.step);
         let k = self.config.grad_accumulation;
         let first_position = self.data_position;
@@ -251,19 +269,35 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         let mut single: Option<GradientsParams> = None;
         let mut loss_sum = 0.0;
         let mut components: BTreeMap<String, f64> = BTreeMap::new();
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let (mut tokens, mut samples) = (0u64, 0u64);
         let mut finite = true;
-        for micro in 0..k {
+        // All micro-batches first: a token-weighted model needs the step's totals before
+        // its first forward (their pixels are held until the step ends).
+        let mut batches = Vec::with_capacity(k as usize);
+        for _ in 0..k {
             let position = self.data_position;
             let batch = data
                 .batch(position, &mut self.rng)
                 .map_err(|source| TrainError::Data { position, source })?;
             self.data_position += 1;
+            batches.push((position, batch));
+        }
+        self.data_state = data.state();
+        let step_counts = step_totals(batches.iter().map(|(_, b)| weights.model.loss_counts(b)))
+            .map_err(|source| TrainError::Forward {
+                step: self.step,
+                source,
+            })?;
+        // Token-weighted losses are already fractions of the step: sum them.
+        let scale = if step_counts.is_empty() { k } else { 1 };
+        for (micro, (position, batch)) in (0..k).zip(batches) {
             let ctx = StepContext {
                 step: self.step,
                 micro_batch: micro,
                 data_position: position,
                 seed: self.rng.next_u64(),
+                step_counts: step_counts.clone(),
             };
             let out =
                 weights
@@ -284,13 +318,16 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             for ((name, _), v) in out.components.iter().zip(&values[1..]) {
                 *components.entry((*name).to_string()).or_default() += v;
             }
+            for (name, n) in &out.counts {
+                *counts.entry((*name).to_string()).or_default() += n;
+            }
             if !values[0].is_finite() {
                 finite = false;
                 break;
             }
             // Average micro-batch gradients by scaling each loss (exact for k = 1).
-            let loss = if k > 1 {
-                out.loss.div_scalar(k as f64)
+            let loss = if scale > 1 {
+                out.loss.div_scalar(f64::from(scale))
             } else {
                 out.loss
             };
@@ -303,7 +340,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         }
         // Keep data positions aligned to whole steps even when a step stops early.
         self.data_position = first_position + u64::from(k);
-        let micro_done = f64::from(k);
+        let micro_done = f64::from(scale);
         let loss = loss_sum / micro_done;
         for v in components.values_mut() {
             *v /= micro_done;
@@ -346,6 +383,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             samples_per_s: samples as f64 / secs,
             step_time_s: secs,
             skipped,
+            counts,
         })
     }
 
@@ -387,6 +425,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 .map(|(p, _)| p.clone())
                 .collect(),
             files: BTreeMap::new(),
+            data_state: self.data_state.clone(),
         };
         let dir = writer.commit(state)?;
         prune_checkpoints(&root, self.config.checkpoint.keep_last)?;
@@ -475,6 +514,27 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         }
         Ok(summary)
     }
+}
+
+/// Element-wise sum of the micro-batches' loss counts; empty when none reports any, an
+/// error when they disagree on the number of terms.
+fn step_totals(per_batch: impl Iterator<Item = Vec<u64>>) -> Result<Vec<u64>, BoxError> {
+    let mut totals: Vec<u64> = Vec::new();
+    for (micro, counts) in per_batch.enumerate() {
+        if micro == 0 {
+            totals = counts;
+        } else if counts.len() != totals.len() {
+            return Err(format!(
+                "micro-batch {micro} reports {} loss counts, micro-batch 0 reported {}",
+                counts.len(),
+                totals.len()
+            )
+            .into());
+        } else {
+            totals.iter_mut().zip(counts).for_each(|(t, c)| *t += c);
+        }
+    }
+    Ok(totals)
 }
 
 /// Read the loss and the components back in one device sync.

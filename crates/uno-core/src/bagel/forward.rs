@@ -8,7 +8,7 @@ use super::pack_attention;
 use super::{Bagel, BagelConfig, BagelError};
 use crate::mot::Routing;
 use crate::objectives::{
-    FlowNoise, FlowSlot, UnoLoss, UnoLossInputs, UnoLossOutput, pool_target_tokens,
+    FlowNoise, FlowSlot, LossCounts, UnoLoss, UnoLossInputs, UnoLossOutput, pool_target_tokens,
 };
 use crate::packing::{ImageKind, PackedSequence, TimestepSlot, index_tensor};
 use crate::trainer::TrainRng;
@@ -20,12 +20,33 @@ pub struct UnoBatch<'a, B: Backend> {
     /// The packed sequence (made with the model's [`BagelConfig::packing`]).
     pub pack: &'a PackedSequence,
     /// One RGB image `[3, H, W]` in `[0, 1]` per entry of `pack.images`, in order: the
-    /// condition image of a ViT or clean-VAE split, and for a noised split its CLEAN target
-    /// (the forward noises it, and the visual loss reads its ViT features).
+    /// condition image of a ViT or clean-VAE split (its ViT-side or VAE-side copy), and for
+    /// a noised split its CLEAN target's VAE-side copy (the forward encodes and noises it).
     pub images: &'a [Tensor<B, 3>],
+    /// One RGB image `[3, H, W]` in `[0, 1]` per entry of `pack.metaquery_groups`, in order:
+    /// the clean target's ViT-side copy (sides a multiple of the ViT patch), whose pooled
+    /// ViT features the visual loss regresses. Ignored (may be empty) when the visual
+    /// weight is 0.
+    pub vit_targets: &'a [Tensor<B, 3>],
     /// Seed of this batch's timesteps and noise, and of its posterior draws when latents
     /// are sampled (host-side, identical on every backend).
     pub noise_seed: u64,
+    /// What each loss term's per-item sum is divided by.
+    pub normalization: LossNormalization,
+}
+
+/// What each loss term's per-item sum is divided by (noised tokens for flow matching,
+/// caption targets for the caption loss, metaqueries for the visual loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LossNormalization {
+    /// This pack's own count: each term is a mean over this pack.
+    #[default]
+    PerPack,
+    /// Counts summed over every pack of the optimizer step (all micro-batches, and all
+    /// data-parallel ranks): BAGEL's token weighting, under which `k` micro-batches give
+    /// the gradient of one batch holding all of them. The packs' losses are then summed,
+    /// not averaged.
+    StepTotals(LossCounts),
 }
 
 /// What the UNO forward returns.
@@ -81,37 +102,34 @@ impl<B: Backend> Bagel<B> {
             objective.timestep_shift,
             batch.noise_seed,
         )?;
-        self.uno_forward_with_noise(
-            batch.pack,
-            batch.images,
-            &noise,
-            batch.noise_seed,
-            codec,
-            objective,
-        )
+        self.uno_forward_with_noise(batch, &noise, codec, objective)
     }
 
-    /// [`Self::uno_forward`] with the timesteps and noise given instead of drawn from a
-    /// seed: for comparing with another implementation on the same draw, or for a
-    /// caller's own noise schedule. `noise` has one row per VAE token of the pack (in
-    /// `pack.vae_indexes` order), `codec.token_dim()` channels. `latent_seed` seeds the
-    /// posterior draws of [`LatentSampling::Sample`] (unused with
+    /// [`Self::uno_forward`] with the timesteps and noise given instead of drawn from
+    /// `batch.noise_seed`: for comparing with another implementation on the same draw, or
+    /// for a caller's own noise schedule. `noise` has one row per VAE token of the pack (in
+    /// `pack.vae_indexes` order), `codec.token_dim()` channels. `batch.noise_seed` still
+    /// seeds the posterior draws of [`LatentSampling::Sample`] (unused with
     /// [`LatentSampling::Mean`] and by codecs without a posterior).
     ///
     /// # Randomness
     /// Each VAE image is encoded alone, with the next seed of the SplitMix64 stream
-    /// [`TrainRng`] started at `latent_seed`. [`FlowNoise::sample`] seeds its `StdRng` with
-    /// the noise seed itself, so with `latent_seed` = noise seed (as [`Self::uno_forward`]
-    /// does) the posterior noise is unrelated to the flow noise.
+    /// [`TrainRng`] started at the noise seed. [`FlowNoise::sample`] seeds its `StdRng` with
+    /// the noise seed itself, so the posterior noise is unrelated to the flow noise.
     pub fn uno_forward_with_noise(
         &self,
-        pack: &PackedSequence,
-        images: &[Tensor<B, 3>],
+        batch: UnoBatch<'_, B>,
         noise: &FlowNoise,
-        latent_seed: u64,
         codec: &impl LatentCodec<B>,
         objective: &UnoObjective,
     ) -> Result<UnoForward<B>, BagelError> {
+        let UnoBatch {
+            pack,
+            images,
+            vit_targets,
+            noise_seed: latent_seed,
+            normalization,
+        } = batch;
         self.check_images(pack, images)?;
         let device = self.embed_tokens.device();
 
@@ -161,10 +179,15 @@ impl<B: Backend> Bagel<B> {
             inputs = inputs.caption(logits, &pack.caption_ce.labels);
         }
         if weights.visual > 0.0 && !pack.metaquery_indexes.is_empty() {
-            let target = self.visual_targets(pack, images)?;
+            let target = self.visual_targets(pack, vit_targets)?;
             inputs = inputs.visual(rows(&pack.metaquery_indexes), target);
         }
-        let loss = objective.loss.forward(inputs)?;
+        let loss = match normalization {
+            LossNormalization::PerPack => objective.loss.forward(inputs)?,
+            LossNormalization::StepTotals(totals) => {
+                objective.loss.forward_global(inputs, totals, 1.0)?
+            }
+        };
         Ok(UnoForward { loss, hidden })
     }
 
@@ -245,16 +268,25 @@ impl<B: Backend> Bagel<B> {
     }
 
     /// Pooled, gradient-stopped ViT + connector features of each metaquery group's clean
-    /// target image, `[groups * N, hidden]`.
+    /// target, `[groups * N, hidden]`. `vit_targets` holds one ViT-side image `[3, H, W]` in
+    /// `[0, 1]` per group of `pack.metaquery_groups`, in order. Each image keeps its own
+    /// (possibly non-square) patch grid, pooled to `sqrt(N) x sqrt(N)` per axis
+    /// ([`pool_target_tokens`]).
     pub fn visual_targets(
         &self,
         pack: &PackedSequence,
-        images: &[Tensor<B, 3>],
+        vit_targets: &[Tensor<B, 3>],
     ) -> Result<Tensor<B, 2>, BagelError> {
-        let targets: Vec<Tensor<B, 3>> = pack
-            .metaquery_groups
+        if vit_targets.len() != pack.metaquery_groups.len() {
+            return Err(BagelError::PackMismatch {
+                what: "ViT-side targets (one per metaquery group)",
+                expected: pack.metaquery_groups.len().to_string(),
+                got: vit_targets.len().to_string(),
+            });
+        }
+        let targets: Vec<Tensor<B, 3>> = vit_targets
             .iter()
-            .map(|g| vit_input(images[g.target_image].clone()))
+            .map(|image| vit_input(image.clone()))
             .collect();
         let (features, grids) = self.vit_model.forward_images(&targets)?;
         let features = self.connector.forward(features).detach();

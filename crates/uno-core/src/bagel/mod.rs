@@ -17,7 +17,7 @@ mod vit;
 
 pub use config::{BagelConfig, CodecConfig};
 pub use error::BagelError;
-pub use forward::{UnoBatch, UnoForward, UnoObjective, flow_slots};
+pub use forward::{LossNormalization, UnoBatch, UnoForward, UnoObjective, flow_slots};
 pub use io::{AE_FILE, METAQUERY_KEY, UNO_CONFIG, load_flux_ae, save_codec, weights_file};
 pub use mask::{pack_attention, sample_attention};
 pub use model::Bagel;

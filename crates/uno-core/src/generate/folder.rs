@@ -10,7 +10,7 @@ use crate::bagel::Bagel;
 use crate::checkpoint::UnexpectedKeys;
 use crate::data::{SyntheticConfig, SyntheticScenes, TextTokenizer};
 use crate::packing::ImageSize;
-use crate::train::HELD_OUT_SEED;
+use crate::train::{HELD_OUT_SEED, TOKENIZER_FILE};
 
 /// Number of held-out synthetic prompts used when none are given.
 const DEFAULT_PROMPTS: usize = 4;
@@ -20,8 +20,9 @@ const DEFAULT_PROMPTS: usize = 4;
 pub struct GridSpec {
     /// A BAGEL folder (configs, weights, `ae.safetensors` for a FLUX codec).
     pub model_dir: PathBuf,
-    /// A Hugging Face `tokenizer.json`; `None`: the synthetic set's vocabulary, which must
-    /// be the model's (a model trained on the synthetic data).
+    /// A Hugging Face `tokenizer.json`; `None`: the folder's own `tokenizer.json` (a run
+    /// folder keeps the one it trained with; releases ship one), else the synthetic set's
+    /// vocabulary, which must be the model's.
     pub tokenizer: Option<PathBuf>,
     /// One grid row each; empty: four synthetic scenes the default run never trains on.
     pub prompts: Vec<String>,
@@ -105,8 +106,9 @@ pub fn sample_grid<B: Backend>(
     })
 }
 
-/// The tokenizer (the given file, else the synthetic vocabulary, which must match the
-/// model's) and the prompts (given, else held-out synthetic scenes).
+/// The tokenizer (the given file, else the folder's `tokenizer.json`, else the synthetic
+/// vocabulary, which must match the model's) and the prompts (given, else held-out
+/// synthetic scenes).
 fn tokenizer_and_prompts(
     spec: &GridSpec,
     vocab_size: usize,
@@ -116,8 +118,10 @@ fn tokenizer_and_prompts(
         seed: HELD_OUT_SEED,
         ..SyntheticConfig::default()
     })?;
+    let in_folder = spec.model_dir.join(TOKENIZER_FILE);
     let tokenizer = match &spec.tokenizer {
         Some(path) => TextTokenizer::from_file(Path::new(path))?,
+        None if in_folder.is_file() => TextTokenizer::from_file(&in_folder)?,
         None if synthetic.tokenizer().vocab_size() == vocab_size => synthetic.tokenizer().clone(),
         None => {
             return Err(GenerateError::Vocabulary {

@@ -167,7 +167,9 @@ impl<B: Backend, C: LatentCodec<B>> Generator<'_, B, C> {
             });
         }
         let edit = |dropout| Sample::Edit {
+            // The one source tensor feeds both the clean VAE and the ViT split.
             source: ImageSize::new(h, w),
+            source_vit: ImageSize::new(h, w),
             instruction: prompt.clone(),
             target,
             supervision: Supervision::none(),

@@ -1,14 +1,16 @@
-//! Micro-batches from a data set: consecutive items, CFG dropout of the condition text,
-//! packed into one sequence, images uploaded to the device.
+//! Micro-batches from a data set: items in a seeded per-epoch order, CFG dropout of the
+//! conditions, filled up to a sample count or a token budget, packed into one sequence,
+//! images uploaded to the device.
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, RgbImage, TrainItem};
+use crate::data::{Dataset, EpochOrder, RgbImage, TrainItem};
 use crate::objectives::ConditionDropoutConfig;
-use crate::packing::{PackedSequence, PackingConfig, Sample, SplitSpec};
+use crate::packing::{PackError, PackedSequence, PackingConfig, Sample, SplitSpec};
 use crate::trainer::{BoxError, DataSource, TrainRng};
 
-/// One packed micro-batch and its pixels (one image per `pack.images` entry).
+/// One packed micro-batch and its pixels.
 #[derive(Debug, Clone)]
 pub struct TrainBatch<B: Backend> {
     /// The micro-batch's samples packed into one sequence.
@@ -16,37 +18,162 @@ pub struct TrainBatch<B: Backend> {
     /// One RGB image `[3, H, W]` in `[0, 1]` per entry of `pack.images`, in order
     /// (CFG-dropped images have no entry in either).
     pub images: Vec<Tensor<B, 3>>,
+    /// One ViT-side clean target `[3, H, W]` in `[0, 1]` per entry of
+    /// `pack.metaquery_groups`, in order.
+    pub vit_targets: Vec<Tensor<B, 3>>,
+    /// Samples skipped while filling this micro-batch because they are longer than the
+    /// per-sample maximum (`packing.max_sample_tokens`) or the budget's `max`: they are
+    /// counted, never truncated.
+    pub skipped: u64,
 }
 
-/// Micro-batch `p` holds items `p * batch_size ..` (wrapping around the data set), so a
-/// position fully determines its items and resume continues exactly.
+/// How a micro-batch is filled. In TOML: `batch = { samples = 8 }` or
+/// `batch = { tokens = { expected = 32768, max = 36864 } }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BatchFill {
+    /// A fixed number of samples per micro-batch, whatever their length.
+    Samples(usize),
+    /// BAGEL's `PackedDataset`: add samples until the pack holds at least `expected`
+    /// tokens; never exceed `max` (a sample that would is left for the next micro-batch).
+    Tokens {
+        /// A pack is closed once it holds this many tokens (BAGEL: 32768).
+        expected: usize,
+        /// A pack never holds more (BAGEL: 36864).
+        max: usize,
+    },
+}
+
+impl BatchFill {
+    /// Check the values: at least one sample, `0 < expected <= max`.
+    pub fn is_valid(&self) -> bool {
+        match *self {
+            Self::Samples(n) => n > 0,
+            Self::Tokens { expected, max } => expected > 0 && expected <= max,
+        }
+    }
+}
+
+/// Micro-batches of a data set, read as an endless stream of epochs in a seeded
+/// per-epoch order ([`EpochOrder`]).
+///
+/// The trainer asks for positions 0, 1, 2, ... in order; how many items a micro-batch
+/// holds depends on their lengths (under [`BatchFill::Tokens`]) and on skipped samples, so
+/// the source keeps a cursor into the stream, which is its checkpointed state
+/// ([`DataSource::state`]). CFG dropout is drawn from the trainer's RNG as each item is
+/// added, so a resumed run draws exactly what the interrupted one would have.
 pub struct PackedBatches<D, B: Backend> {
-    /// The items, read by index.
-    pub dataset: D,
-    /// Items per micro-batch (all packed into one sequence).
-    pub batch_size: usize,
-    /// How items are packed; it must match the model ([`crate::bagel::BagelConfig::packing`]).
-    pub packing: PackingConfig,
-    /// Condition dropout for CFG, drawn per item from the training RNG: the text (BAGEL:
-    /// 0.1) and, for edits, the source's ViT and clean VAE splits (BAGEL: 0.3 each).
-    pub dropout: ConditionDropoutConfig,
-    /// Where the images are uploaded.
-    pub device: B::Device,
+    dataset: D,
+    fill: BatchFill,
+    packing: PackingConfig,
+    dropout: ConditionDropoutConfig,
+    device: B::Device,
+    order: EpochOrder,
+    /// Stream position of the next item to consider.
+    cursor: u64,
+    /// The item at `cursor`, read but not yet added (it did not fit the last pack).
+    pending: Option<TrainItem>,
+}
+
+impl<D: Dataset, B: Backend> PackedBatches<D, B> {
+    /// Micro-batches of `dataset` in file order. `packing` must match the model
+    /// ([`crate::bagel::BagelConfig::packing`], with the run's mask settings); `dropout` is
+    /// drawn per item: the text (BAGEL: 0.1) and, for edits, the source's ViT and clean VAE
+    /// splits (BAGEL: 0.3 each).
+    pub fn new(
+        dataset: D,
+        fill: BatchFill,
+        packing: PackingConfig,
+        dropout: ConditionDropoutConfig,
+        device: B::Device,
+    ) -> Self {
+        let order = EpochOrder::sequential(dataset.len());
+        Self {
+            dataset,
+            fill,
+            packing,
+            dropout,
+            device,
+            order,
+            cursor: 0,
+            pending: None,
+        }
+    }
+
+    /// Read every epoch in a new order drawn from `(seed, epoch)`.
+    pub fn shuffled(mut self, seed: u64) -> Self {
+        self.order = EpochOrder::shuffled(self.dataset.len(), seed);
+        self
+    }
+
+    /// Stream position of the next item to consider (items skipped or packed so far).
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The item at the cursor (read once, kept until it is added or skipped).
+    fn peek(&mut self) -> Result<&TrainItem, BoxError> {
+        if self.pending.is_none() {
+            let index = self
+                .order
+                .item(self.cursor)
+                .ok_or("the data set is empty")?;
+            self.pending = Some(self.dataset.get(index)?);
+        }
+        Ok(self.pending.as_ref().expect("just read"))
+    }
+
+    fn consume(&mut self) -> TrainItem {
+        self.cursor += 1;
+        self.pending.take().expect("peeked before consuming")
+    }
 }
 
 impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
     type Batch = TrainBatch<B>;
 
-    fn batch(&mut self, position: u64, rng: &mut TrainRng) -> Result<TrainBatch<B>, BoxError> {
-        let len = self.dataset.len();
-        if len == 0 || self.batch_size == 0 {
-            return Err("empty data set or batch size 0".into());
+    fn batch(&mut self, _position: u64, rng: &mut TrainRng) -> Result<TrainBatch<B>, BoxError> {
+        if !self.fill.is_valid() {
+            return Err(format!("invalid batch fill {:?}", self.fill).into());
         }
-        let mut samples = Vec::with_capacity(self.batch_size);
-        let mut images = Vec::new();
-        for j in 0..self.batch_size {
-            let index = ((position as usize) * self.batch_size + j) % len;
-            let mut item = self.dataset.get(index)?;
+        let max_budget = match self.fill {
+            BatchFill::Samples(_) => usize::MAX,
+            BatchFill::Tokens { max, .. } => max,
+        };
+        let (mut samples, mut images, mut vit_targets) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tokens, mut skipped) = (0usize, 0u64);
+        loop {
+            let full = match self.fill {
+                BatchFill::Samples(n) => samples.len() >= n,
+                BatchFill::Tokens { expected, .. } => tokens >= expected,
+            };
+            if full {
+                break;
+            }
+            let packing = self.packing.clone();
+            // Undropped length: dropout is drawn only once the item is added, so the
+            // decision never depends on a draw that a resumed run would redo.
+            let len = match self.peek()?.sample.token_count(&packing) {
+                Ok(len) if len <= max_budget => Some(len),
+                Ok(_) | Err(PackError::SampleTooLong { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(len) = len else {
+                self.consume();
+                skipped += 1;
+                if skipped > self.dataset.len() as u64 {
+                    return Err(format!(
+                        "every sample is longer than the maximum ({} tokens per sample, {max_budget} per pack)",
+                        packing.max_sample_tokens
+                    )
+                    .into());
+                }
+                continue;
+            };
+            if tokens > 0 && tokens + len > max_budget {
+                break;
+            }
+            let mut item = self.consume();
             let drop = self.dropout.decide(rng)?;
             match &mut item.sample {
                 Sample::TextToImage { drop_prompt, .. } => *drop_prompt = drop.text,
@@ -57,32 +184,68 @@ impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
                 }
                 Sample::Understanding { .. } | Sample::Custom(_) => {}
             }
+            tokens += item.sample.token_count(&packing)?;
             images.extend(
                 item_images(&item)
+                    .into_iter()
+                    .map(|image| upload(image, &self.device)),
+            );
+            vit_targets.extend(
+                item_vit_target(&item)
                     .into_iter()
                     .map(|image| upload(image, &self.device)),
             );
             samples.push(item.sample);
         }
         let pack = PackedSequence::pack(&samples, &self.packing)?;
-        Ok(TrainBatch { pack, images })
+        Ok(TrainBatch {
+            pack,
+            images,
+            vit_targets,
+            skipped,
+        })
+    }
+
+    fn state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "cursor": self.cursor }))
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), BoxError> {
+        let cursor = state
+            .get("cursor")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| format!("data state {state} has no `cursor`"))?;
+        self.cursor = cursor;
+        self.pending = None;
+        Ok(())
     }
 }
 
-/// The pixels behind an item's image splits, in plan order: condition images (ViT or
-/// clean VAE) are the source image (or the item's only image), noised images the target.
+/// The pixels behind an item's image splits, in plan order: a ViT split takes the ViT-side
+/// copy of the source (or of the item's only image), a clean VAE split its VAE-side copy,
+/// a noised split the target's VAE-side copy.
 pub fn item_images(item: &TrainItem) -> Vec<&RgbImage> {
+    let condition = item.source.as_ref().unwrap_or(&item.target);
     item.sample
         .plan()
         .iter()
         .filter_map(|spec| match spec {
-            SplitSpec::VitImage(_) | SplitSpec::VaeImage(_) => {
-                Some(item.source.as_ref().unwrap_or(&item.target))
-            }
-            SplitSpec::NoisedImage(_) => Some(&item.target),
+            SplitSpec::VitImage(_) => Some(&condition.vit),
+            SplitSpec::VaeImage(_) => Some(&condition.vae),
+            SplitSpec::NoisedImage(_) => Some(&item.target.vae),
             _ => None,
         })
         .collect()
+}
+
+/// The ViT-side copy of the item's target when it has a metaquery split: the visual
+/// loss's target.
+pub fn item_vit_target(item: &TrainItem) -> Option<&RgbImage> {
+    item.sample
+        .plan()
+        .iter()
+        .any(|spec| matches!(spec, SplitSpec::Metaqueries))
+        .then_some(&item.target.vit)
 }
 
 fn upload<B: Backend>(image: &RgbImage, device: &B::Device) -> Tensor<B, 3> {

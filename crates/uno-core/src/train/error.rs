@@ -30,6 +30,15 @@ pub enum RunError {
         /// The model's `num_metaqueries`.
         model: usize,
     },
+    /// An image transform of the run does not fit the model's grids (`data.vae_image` /
+    /// `data.vit_image`: stride or largest size).
+    #[error("config `{key}`: {reason}")]
+    TransformMismatch {
+        /// The dotted key.
+        key: &'static str,
+        /// What disagrees, with both values.
+        reason: String,
+    },
     /// The data's tokenizer does not fit the model's vocabulary or special tokens.
     #[error("tokenizer {}: {reason}", .path.display())]
     Tokenizer {

@@ -3,8 +3,8 @@
 
 use burn::tensor::{ElementConversion, backend::Backend};
 
-use super::{PackedBatches, TrainBatch, UnoTrainee};
-use crate::bagel::{BagelError, UnoBatch};
+use super::{BatchFill, PackedBatches, TrainBatch, UnoTrainee};
+use crate::bagel::{BagelError, LossNormalization, UnoBatch};
 use crate::data::Dataset;
 use crate::objectives::ConditionDropoutConfig;
 use crate::packing::PackingConfig;
@@ -19,26 +19,21 @@ pub struct HeldOut<B: Backend> {
 }
 
 impl<B: Backend> HeldOut<B> {
-    /// Pack `num_batches` batches of `batch_size` items of `dataset` (items wrap around a
-    /// smaller set). `seed` fixes the evaluation noise.
+    /// Pack the first `num_batches` micro-batches of `dataset`, filled as `fill` says, in
+    /// file order (items wrap around a smaller set). `seed` fixes the evaluation noise.
     pub fn new<D: Dataset>(
         dataset: D,
         num_batches: usize,
-        batch_size: usize,
+        fill: BatchFill,
         packing: PackingConfig,
         device: B::Device,
         seed: u64,
     ) -> Result<Self, BoxError> {
-        let mut source = PackedBatches {
-            dataset,
-            batch_size,
-            packing,
-            dropout: ConditionDropoutConfig::new()
-                .with_text(0.0)
-                .with_vit(0.0)
-                .with_vae(0.0),
-            device,
-        };
+        let no_dropout = ConditionDropoutConfig::new()
+            .with_text(0.0)
+            .with_vit(0.0)
+            .with_vae(0.0);
+        let mut source = PackedBatches::new(dataset, fill, packing, no_dropout, device);
         // No dropout: the generator is never drawn from.
         let mut rng = TrainRng::new(0);
         let batches = (0..num_batches as u64)
@@ -63,7 +58,9 @@ impl<B: Backend> HeldOut<B> {
                 UnoBatch {
                     pack: &batch.pack,
                     images: &batch.images,
+                    vit_targets: &batch.vit_targets,
                     noise_seed: self.seed.wrapping_add(k as u64),
+                    normalization: LossNormalization::PerPack,
                 },
                 &trainee.codec,
                 &trainee.objective,

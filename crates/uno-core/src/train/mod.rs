@@ -16,11 +16,11 @@ mod run;
 mod run_config;
 mod trainee;
 
-pub use batches::{PackedBatches, TrainBatch, item_images};
+pub use batches::{BatchFill, PackedBatches, TrainBatch, item_images, item_vit_target};
 pub use error::RunError;
 pub use eval::HeldOut;
-pub use run::{HELD_OUT_SEED, ModelSource, RunReport, RunSpec, TrainData, run};
-pub use run_config::{DataSettings, LossWeights, ModelSettings, ResolutionRange, RunConfig};
+pub use run::{HELD_OUT_SEED, ModelSource, RunReport, RunSpec, TOKENIZER_FILE, TrainData, run};
+pub use run_config::{DataSettings, LossWeights, ModelSettings, RunConfig};
 pub use trainee::UnoTrainee;
 
 /// The paper's Table 7 loss ablations.

@@ -14,7 +14,9 @@ use burn::tensor::backend::AutodiffBackend;
 use super::{HeldOut, PackedBatches, RunConfig, RunError, UnoTrainee};
 use crate::bagel::{Bagel, BagelConfig, save_codec};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys};
-use crate::data::{Dataset, ManifestDataset, SyntheticConfig, SyntheticScenes, TextTokenizer};
+use crate::data::{
+    Dataset, ImageTransforms, ManifestDataset, SyntheticConfig, SyntheticScenes, TextTokenizer,
+};
 use crate::objectives::ConditionDropoutConfig;
 use crate::packing::PackingConfig;
 use crate::trainer::checkpoint::latest_checkpoint;
@@ -25,6 +27,8 @@ use crate::vae::Codec;
 const EVAL_BATCHES: usize = 2;
 /// Mixed into the run's seed for the synthetic held-out scenes.
 pub const HELD_OUT_SEED: u64 = 0x5eed_0e7a;
+/// The tokenizer a run folder keeps next to its configs (BAGEL releases ship one too).
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// Where the model of a run comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +44,8 @@ pub enum ModelSource {
 /// What a run trains on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrainData {
-    /// The embedded synthetic shapes set at `model.resolution.max` pixels; evaluation on
-    /// scenes of another seed, never trained on.
+    /// The embedded synthetic shapes set, drawn at `data.vae_image.max` pixels and put
+    /// through the run's transforms; evaluation on scenes of another seed, never trained on.
     Synthetic,
     /// A JSONL manifest of real images ([`ManifestDataset`]) with its tokenizer.
     Manifest {
@@ -95,7 +99,11 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     // reproducible (the trainer seeds its own host RNG for data, noise and dropout).
     B::seed(device, config.trainer.seed);
     let supervision = (config.loss.caption > 0.0, config.loss.visual > 0.0);
-    let side = config.model.resolution.max as usize;
+    let side = config.data.vae_image.max;
+    let transforms = ImageTransforms {
+        vae: config.data.vae_image,
+        vit: config.data.vit_image,
+    };
     let tokenizer = match &data {
         TrainData::Synthetic => None,
         TrainData::Manifest { tokenizer, .. } => {
@@ -107,7 +115,8 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
         seed: config.trainer.seed,
         ..SyntheticConfig::default()
     })?
-    .with_supervision(supervision.0, supervision.1);
+    .with_supervision(supervision.0, supervision.1)
+    .with_transforms(transforms);
     let text = tokenizer.as_ref().map_or(synthetic.tokenizer(), |(t, _)| t);
 
     let (mut model_config, model, codec) = match &model {
@@ -129,11 +138,16 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
             (c, m, Codec::pixel())
         }
     };
-    if let Some((t, path)) = &tokenizer {
-        check_tokenizer(t, path, &model_config)?;
-    }
+    // A loaded release must never be fed the synthetic set's word ids: the synthetic
+    // vocabulary is checked like a given tokenizer.
+    let text_path = tokenizer.as_ref().map_or_else(
+        || PathBuf::from("<synthetic vocabulary>"),
+        |(_, p)| p.clone(),
+    );
+    check_tokenizer(text, &text_path, &model_config)?;
     config.apply_to(&mut model_config)?;
     model_config.validate()?;
+    let packing = config.packing(&model_config)?;
 
     if !resume && latest_checkpoint(&out)?.is_some() {
         return Err(RunError::ExistingRun { dir: out });
@@ -146,6 +160,20 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     // The output folder is a BAGEL folder: configs now, weights at the end.
     model_config.save_folder(&out)?;
     save_codec(&codec, &out)?;
+    // The vocabulary the run trains with, for `generate` (a release folder has its own).
+    let tokenizer_copy = out.join(TOKENIZER_FILE);
+    match &tokenizer {
+        Some((_, path)) => {
+            if std::fs::canonicalize(path).ok() != std::fs::canonicalize(&tokenizer_copy).ok() {
+                std::fs::copy(path, &tokenizer_copy).map_err(|source| RunError::Io {
+                    action: "copy the tokenizer to",
+                    path: tokenizer_copy.clone(),
+                    source,
+                })?;
+            }
+        }
+        None => synthetic.tokenizer().save(&tokenizer_copy)?,
+    }
 
     let trainee = UnoTrainee::new(model, model_config.objective()?).with_codec(codec);
     let mut trainer = if resume {
@@ -153,14 +181,11 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     } else {
         Trainer::new(config.trainer.clone(), trainee, device.clone())?
     };
-    let packing = model_config.packing();
     let summary = match (&data, &tokenizer) {
         (TrainData::Manifest { manifest, eval, .. }, Some((text, _))) => {
             let open = |path: &Path| -> Result<ManifestDataset, RunError> {
-                Ok(
-                    ManifestDataset::open(path, text.clone(), vec![(side, side)])?
-                        .with_metaqueries(supervision.1),
-                )
+                Ok(ManifestDataset::open(path, text.clone(), transforms)?
+                    .with_metaqueries(supervision.1))
             };
             let eval = match eval {
                 Some(path) => Some(held_out(open(path)?, &config, &packing, device)?),
@@ -176,7 +201,8 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
                 seed: config.trainer.seed ^ HELD_OUT_SEED,
                 ..SyntheticConfig::default()
             })?
-            .with_supervision(supervision.0, supervision.1);
+            .with_supervision(supervision.0, supervision.1)
+            .with_transforms(transforms);
             let eval = held_out(unseen, &config, &packing, device)?;
             let train = batches(synthetic, &config, &packing, device);
             fit(&mut trainer, train, Some(&eval))?
@@ -225,19 +251,24 @@ fn check_tokenizer(
     }
 }
 
-/// Micro-batches of `dataset` with BAGEL's condition dropout.
+/// Micro-batches of `dataset` with BAGEL's condition dropout, in the run's order.
 fn batches<B: AutodiffBackend, D: Dataset>(
     dataset: D,
     config: &RunConfig,
     packing: &PackingConfig,
     device: &B::Device,
 ) -> PackedBatches<D, B> {
-    PackedBatches {
+    let batches = PackedBatches::new(
         dataset,
-        batch_size: config.data.batch_size,
-        packing: packing.clone(),
-        dropout: ConditionDropoutConfig::new(),
-        device: device.clone(),
+        config.data.batch,
+        packing.clone(),
+        ConditionDropoutConfig::new(),
+        device.clone(),
+    );
+    if config.data.shuffle {
+        batches.shuffled(config.trainer.seed)
+    } else {
+        batches
     }
 }
 
@@ -251,7 +282,7 @@ fn held_out<B: AutodiffBackend, D: Dataset>(
     HeldOut::new(
         dataset,
         EVAL_BATCHES,
-        config.data.batch_size,
+        config.data.batch,
         packing.clone(),
         device.clone(),
         config.trainer.seed,

@@ -11,8 +11,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::RunError;
+use super::{BatchFill, RunError};
 use crate::bagel::BagelConfig;
+use crate::data::ImageTransformConfig;
+use crate::packing::{MetaqueryAttention, PackingConfig, SupervisionVisibility};
 use crate::trainer::{TrainConfig, TrainError, apply_overrides};
 
 /// The embedded default run: a tiny BAGEL-shaped model on the synthetic shapes data, a
@@ -49,30 +51,39 @@ pub struct LossWeights {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSettings {
-    /// Number of metaquery tokens (paper: 256); must equal the model's.
+    /// Number of metaquery tokens (paper: 256); must equal the model's (they are weights).
+    /// Appendix D's "number of metaqueries" ablation is a model with another count.
     pub metaqueries: u32,
     /// Flow-matching timestep shift (paper: 4.0).
     pub timestep_shift: f64,
-    /// Image side range, in pixels.
-    pub resolution: ResolutionRange,
-}
-
-/// Image side length range (paper: 512 to 1024).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ResolutionRange {
-    /// Smallest side.
-    pub min: u32,
-    /// Largest side.
-    pub max: u32,
+    /// Attention among the metaqueries: `"causal"` (the paper's default) or `"full"`
+    /// (appendix D's bidirectional ablation).
+    pub metaquery_attention: MetaqueryAttention,
+    /// What the caption and metaqueries see: `"noised_target_only"` (the paper's leakage
+    /// masking), `"all_but_prompt"` (also an edit's source image) or `"everything"`
+    /// (appendix D's "mask off" ablation: the caption may see the prompt).
+    pub supervision_visibility: SupervisionVisibility,
 }
 
 /// How micro-batches are made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataSettings {
-    /// Samples packed into one micro-batch.
-    pub batch_size: usize,
+    /// How a micro-batch is filled: `{ samples = 8 }`, or BAGEL's token budget `{ tokens =
+    /// { expected = 32768, max = 36864 } }`.
+    pub batch: BatchFill,
+    /// Longest sample in tokens; longer ones are skipped and counted (BAGEL's
+    /// `max_num_tokens_per_sample`, 16384).
+    pub max_sample_tokens: usize,
+    /// Read every epoch in a new order drawn from the run's seed (else file order).
+    pub shuffle: bool,
+    /// The VAE-side transform of every image (BAGEL: min 512, max 1024, stride 16); its
+    /// stride must be the model's pixels per latent token.
+    pub vae_image: ImageTransformConfig,
+    /// The ViT-side transform (BAGEL's edit data: min 224, max 518, stride 14), for the
+    /// clean target's visual-loss features and an edit source's ViT split; its stride must
+    /// be the model's ViT patch.
+    pub vit_image: ImageTransformConfig,
 }
 
 impl Default for LossWeights {
@@ -89,23 +100,24 @@ impl Default for ModelSettings {
         Self {
             metaqueries: 256,
             timestep_shift: 4.0,
-            resolution: ResolutionRange::default(),
-        }
-    }
-}
-
-impl Default for ResolutionRange {
-    fn default() -> Self {
-        Self {
-            min: 512,
-            max: 1024,
+            metaquery_attention: MetaqueryAttention::Causal,
+            supervision_visibility: SupervisionVisibility::NoisedTargetOnly,
         }
     }
 }
 
 impl Default for DataSettings {
     fn default() -> Self {
-        Self { batch_size: 8 }
+        Self {
+            batch: BatchFill::Tokens {
+                expected: 32_768,
+                max: 36_864,
+            },
+            max_sample_tokens: 16_384,
+            shuffle: true,
+            vae_image: ImageTransformConfig::bagel_vae(),
+            vit_image: ImageTransformConfig::bagel_vit(),
+        }
     }
 }
 
@@ -179,7 +191,7 @@ impl RunConfig {
     }
 
     /// Apply dotted `key=value` overrides to either part (`optimizer.lr=2e-4`,
-    /// `loss.caption=0`, `data.batch_size=4`). Does not validate ranges.
+    /// `loss.caption=0`, `data.batch.samples=4`). Does not validate ranges.
     pub fn with_overrides<S: AsRef<str>>(self, overrides: &[S]) -> Result<Self, RunError> {
         Ok(apply_overrides(self, overrides)?)
     }
@@ -218,18 +230,24 @@ impl RunConfig {
                 "must be finite and > 0",
             );
         }
-        if m.resolution.min == 0 {
-            return bad("model.resolution.min", &0, "must be at least 1");
-        }
-        if m.resolution.max < m.resolution.min {
+        let d = &self.data;
+        if !d.batch.is_valid() {
             return bad(
-                "model.resolution.max",
-                &m.resolution.max,
-                "must be >= model.resolution.min",
+                "data.batch",
+                &format!("{:?}", d.batch),
+                "needs samples >= 1, or tokens with 0 < expected <= max",
             );
         }
-        if self.data.batch_size == 0 {
-            return bad("data.batch_size", &0, "must be at least 1");
+        if d.max_sample_tokens == 0 {
+            return bad("data.max_sample_tokens", &0, "must be at least 1");
+        }
+        for (key, transform) in [
+            ("data.vae_image", d.vae_image),
+            ("data.vit_image", d.vit_image),
+        ] {
+            if let Err(e) = transform.validate(key) {
+                return Err(RunError::Data(e));
+            }
         }
         Ok(())
     }
@@ -249,6 +267,55 @@ impl RunConfig {
         model.timestep_shift = self.model.timestep_shift;
         Ok(())
     }
+
+    /// How this run packs data for `model`: the model's grids and tokens, with the run's
+    /// mask settings (`model.metaquery_attention`, `model.supervision_visibility`) and
+    /// sample-length limit. Checks that the image transforms' strides are the model's (the
+    /// VAE side's is its pixels per latent token, the ViT side's its patch) and that their
+    /// largest images fit the position tables.
+    pub fn packing(&self, model: &BagelConfig) -> Result<PackingConfig, RunError> {
+        let packing = PackingConfig {
+            metaquery_attention: self.model.metaquery_attention,
+            supervision_visibility: self.model.supervision_visibility,
+            max_sample_tokens: self.data.max_sample_tokens,
+            ..model.packing()
+        };
+        for (key, transform, stride, table) in [
+            (
+                "data.vae_image",
+                self.data.vae_image,
+                packing.vae_downsample,
+                packing.max_latent_size,
+            ),
+            (
+                "data.vit_image",
+                self.data.vit_image,
+                packing.vit_patch_size,
+                packing.vit_max_patches_per_side,
+            ),
+        ] {
+            if transform.stride != stride {
+                return Err(RunError::TransformMismatch {
+                    key,
+                    reason: format!(
+                        "stride {} but the model's grid is {stride} pixels per token",
+                        transform.stride
+                    ),
+                });
+            }
+            if transform.max > stride * table {
+                return Err(RunError::TransformMismatch {
+                    key,
+                    reason: format!(
+                        "max {} exceeds the model's position table of {table} x {stride} = {} pixels",
+                        transform.max,
+                        stride * table
+                    ),
+                });
+            }
+        }
+        Ok(packing)
+    }
 }
 
 #[cfg(test)]
@@ -258,14 +325,18 @@ mod tests {
     #[test]
     fn model_side_tables_are_split_off_and_unknown_keys_rejected() {
         let text = "iterations = 7\n[optimizer]\nlr = 3e-4\n[loss]\ncaption = 0.5\n\
-                    [model]\nmetaqueries = 4\n[data]\nbatch_size = 2\n";
+                    [model]\nmetaqueries = 4\n[data]\nbatch = { samples = 2 }\n";
         let c = RunConfig::from_toml_str(text, "x.toml").unwrap();
         assert_eq!((c.trainer.iterations, c.trainer.optimizer.lr), (7, 3e-4));
         assert_eq!((c.loss.caption, c.loss.visual), (0.5, 0.2));
-        assert_eq!((c.model.metaqueries, c.data.batch_size), (4, 2));
+        assert_eq!(
+            (c.model.metaqueries, c.data.batch),
+            (4, BatchFill::Samples(2))
+        );
         for (text, key) in [
             ("[loss]\ncaptoin = 1\n", "captoin"),
-            ("[model]\nresolution = { min = 1, maxx = 2 }\n", "maxx"),
+            ("[data]\nvit_image = { min = 1, maxx = 2 }\n", "maxx"),
+            ("[model]\nresolution = { min = 1, max = 2 }\n", "resolution"),
             ("[optimizer]\nlrr = 1\n", "lrr"),
             ("iteration = 1\n", "iteration"),
             ("[data]\nbatch = 1\n", "batch"),
@@ -279,7 +350,11 @@ mod tests {
     #[test]
     fn serialises_flat_and_round_trips() {
         let c = RunConfig::tiny()
-            .with_overrides(&["loss.visual=0.5", "data.batch_size=3", "optimizer.lr=1e-3"])
+            .with_overrides(&[
+                "loss.visual=0.5",
+                "data.batch.samples=3",
+                "optimizer.lr=1e-3",
+            ])
             .unwrap();
         let text = c.to_toml();
         assert!(
@@ -292,16 +367,18 @@ mod tests {
     #[test]
     fn overrides_reach_both_parts_and_validation_names_the_key() {
         let c = RunConfig::default()
-            .with_overrides(&["model.resolution.max=768", "iterations=3"])
+            .with_overrides(&["data.vae_image.max=768", "iterations=3"])
             .unwrap();
-        assert_eq!((c.model.resolution.max, c.trainer.iterations), (768, 3));
+        assert_eq!((c.data.vae_image.max, c.trainer.iterations), (768, 3));
         for (raw, key) in [
             ("loss.caption=-1", "loss.caption"),
             ("loss.visual=nan", "loss.visual"),
             ("model.metaqueries=0", "model.metaqueries"),
             ("model.timestep_shift=0", "model.timestep_shift"),
-            ("model.resolution.min=2048", "model.resolution.max"),
-            ("data.batch_size=0", "data.batch_size"),
+            ("data.vae_image.min=2048", "data.vae_image"),
+            ("data.vit_image.stride=0", "data.vit_image"),
+            ("data.batch.tokens.expected=0", "data.batch"),
+            ("data.max_sample_tokens=0", "data.max_sample_tokens"),
             ("optimizer.lr=0", "optimizer.lr"),
         ] {
             let err = RunConfig::default()

@@ -6,8 +6,9 @@ use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::TrainBatch;
-use crate::bagel::{Bagel, UnoBatch, UnoObjective};
+use crate::bagel::{Bagel, LossNormalization, UnoBatch, UnoObjective};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
+use crate::objectives::LossCounts;
 use crate::trainer::{BoxError, StepContext, StepOutput, TrainStep};
 use crate::vae::Codec;
 
@@ -49,21 +50,47 @@ impl<B: Backend> UnoTrainee<B> {
 impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
     type Batch = TrainBatch<B>;
 
+    /// `[noised tokens, caption targets, metaqueries]` of the batch: UNO's losses are
+    /// token-weighted over the whole step (BAGEL's normalisation).
+    fn loss_counts(&self, batch: &TrainBatch<B>) -> Vec<u64> {
+        let pack = &batch.pack;
+        [
+            pack.noised_indexes.len(),
+            pack.caption_ce.len(),
+            pack.metaquery_indexes.len(),
+        ]
+        .map(|n| n as u64)
+        .to_vec()
+    }
+
     fn forward_step(
         &self,
         batch: TrainBatch<B>,
         ctx: &StepContext,
     ) -> Result<StepOutput<B>, BoxError> {
+        let normalization = match ctx.step_counts[..] {
+            [noised_tokens, caption_tokens, metaqueries] => {
+                LossNormalization::StepTotals(LossCounts {
+                    noised_tokens: noised_tokens as usize,
+                    caption_tokens: caption_tokens as usize,
+                    metaqueries: metaqueries as usize,
+                })
+            }
+            _ => LossNormalization::PerPack,
+        };
         let out = self.model.uno_forward(
             UnoBatch {
                 pack: &batch.pack,
                 images: &batch.images,
+                vit_targets: &batch.vit_targets,
                 noise_seed: ctx.seed,
+                normalization,
             },
             &self.codec,
             &self.objective,
         )?;
         let loss = out.loss;
+        let tokens = batch.pack.composition();
         Ok(StepOutput {
             loss: loss.total,
             components: vec![
@@ -73,6 +100,14 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
             ],
             tokens: batch.pack.len as u64,
             samples: batch.pack.num_samples() as u64,
+            counts: vec![
+                ("text_tokens", tokens.text as u64),
+                ("image_tokens", tokens.image as u64),
+                ("caption_tokens", tokens.caption as u64),
+                ("metaquery_tokens", tokens.metaqueries as u64),
+                ("samples", batch.pack.num_samples() as u64),
+                ("skipped_samples", batch.skipped),
+            ],
         })
     }
 

@@ -39,7 +39,7 @@ fn setup<B: Backend>(
     let images = items
         .iter()
         .map(|i| {
-            let t = &i.target;
+            let t = &i.target.vae;
             Tensor::from_data(
                 TensorData::new(t.data.clone(), [3, t.height, t.width]),
                 &device,
@@ -63,7 +63,9 @@ fn flow_loss_matches_host_value_at_init<B: Backend>() {
             UnoBatch {
                 pack: &pack,
                 images: &images,
+                vit_targets: &images,
                 noise_seed: 11,
+                normalization: Default::default(),
             },
             &PixelCodec,
             &config.objective().unwrap(),
@@ -86,7 +88,7 @@ fn flow_loss_matches_host_value_at_init<B: Backend>() {
     // latent channel (dy*2+dx)*3+c of cell (y, x) is pixel (2y+dy, 2x+dx); channels 12..16 zero.
     let mut expected = 0.0f64;
     for (img, item) in items.iter().enumerate() {
-        let t = &item.target;
+        let t = &item.target.vae;
         for token in 0..16 {
             let (ty, tx) = (token / 4, token % 4);
             let row = img * 16 + token;
@@ -142,7 +144,9 @@ fn supervision_gradients_reach_generation_expert<B: AutodiffBackend>() {
                 UnoBatch {
                     pack: &pack,
                     images: &images,
+                    vit_targets: &images,
                     noise_seed: 5,
+                    normalization: Default::default(),
                 },
                 &PixelCodec,
                 &objective,
@@ -195,7 +199,9 @@ fn bad_images_are_errors<B: Backend>() {
             UnoBatch {
                 pack: &pack,
                 images: &images[..1],
+                vit_targets: &images,
                 noise_seed: 0,
+                normalization: Default::default(),
             },
             &PixelCodec,
             &objective,
@@ -209,7 +215,9 @@ fn bad_images_are_errors<B: Backend>() {
             UnoBatch {
                 pack: &pack,
                 images: &wrong,
+                vit_targets: &images,
                 noise_seed: 0,
+                normalization: Default::default(),
             },
             &PixelCodec,
             &objective,

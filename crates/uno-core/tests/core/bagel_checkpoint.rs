@@ -109,14 +109,21 @@ fn outputs<B: Backend>(model: &Bagel<B>, config: &BagelConfig) -> Vec<f32> {
     let pack = PackedSequence::pack(&samples, &config.packing()).unwrap();
     let images: Vec<Tensor<B, 3>> = items
         .iter()
-        .map(|i| Tensor::from_data(TensorData::new(i.target.data.clone(), [3, 16, 16]), &device))
+        .map(|i| {
+            Tensor::from_data(
+                TensorData::new(i.target.vae.data.clone(), [3, 16, 16]),
+                &device,
+            )
+        })
         .collect();
     let out = model
         .uno_forward(
             UnoBatch {
                 pack: &pack,
                 images: &images,
+                vit_targets: &images,
                 noise_seed: 9,
+                normalization: Default::default(),
             },
             &PixelCodec,
             &config.objective().unwrap(),

@@ -10,7 +10,9 @@
 use std::path::PathBuf;
 
 use burn::tensor::{DType, Tensor, backend::Backend};
-use uno_core::bagel::{Bagel, BagelConfig, UnoForward, pack_attention};
+use uno_core::bagel::{
+    Bagel, BagelConfig, LossNormalization, UnoBatch, UnoForward, pack_attention,
+};
 use uno_core::checkpoint::{UnexpectedKeys, WeightReader};
 use uno_core::objectives::FlowNoise;
 use uno_core::packing::{ImageSize, PackedSequence, Sample, SpecialTokens};
@@ -159,12 +161,19 @@ fn run_case<B: Backend>(device: &B::Device) -> Run<B> {
     let images: Vec<Tensor<B, 3>> = (0..pack.images.len())
         .map(|k| case.tensor::<B, 3>(&format!("input.image.{k}"), device))
         .collect();
+    // The script's visual targets are the ViT features of the noised targets' own pixels.
+    let vit_targets = noised_targets(&pack, &images);
+    let batch = UnoBatch {
+        pack: &pack,
+        images: &images,
+        vit_targets: &vit_targets,
+        noise_seed: 0,
+        normalization: LossNormalization::PerPack,
+    };
     let out = model
         .uno_forward_with_noise(
-            &pack,
-            &images,
+            batch,
             &noise(&case, &pack),
-            0,
             &PixelCodec,
             &config.objective().unwrap(),
         )
@@ -176,6 +185,14 @@ fn run_case<B: Backend>(device: &B::Device) -> Run<B> {
         images,
         out,
     }
+}
+
+/// The clean pixels of each metaquery group's noised target, in group order.
+fn noised_targets<B: Backend>(pack: &PackedSequence, images: &[Tensor<B, 3>]) -> Vec<Tensor<B, 3>> {
+    pack.metaquery_groups
+        .iter()
+        .map(|g| images[g.target_image].clone())
+        .collect()
 }
 
 /// `[total, flow, caption, visual]`, the order of `expected.losses`.
@@ -197,7 +214,11 @@ fn whole_model_matches_numpy_reference<B: Backend>() {
     } = run_case::<B>(&Default::default());
     packing_matches_the_reference_layout(&case, &pack);
     assert_close(
-        &to_vec(model.visual_targets(&pack, &images).unwrap()),
+        &to_vec(
+            model
+                .visual_targets(&pack, &noised_targets(&pack, &images))
+                .unwrap(),
+        ),
         &case.values("expected.visual_targets"),
         1e-4,
         0.0,

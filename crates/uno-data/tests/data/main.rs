@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use uno_data::{
-    DataError, Dataset, ManifestDataset, RgbImage, SyntheticConfig, SyntheticScenes, TextTokenizer,
+    BAGEL_MAX_PIXELS, DataError, Dataset, ImageTransformConfig, ImageTransforms, ManifestDataset,
+    RgbImage, SyntheticConfig, SyntheticScenes, TextTokenizer,
 };
-use uno_packing::{PackedSequence, PackingConfig, Sample, Supervision};
+use uno_packing::{ImageSize, PackedSequence, PackingConfig, Sample, Supervision};
 
 fn scenes() -> SyntheticScenes {
     SyntheticScenes::new(SyntheticConfig {
@@ -80,7 +81,7 @@ fn recaption_is_lexically_disjoint_from_prompt() {
 fn rendered_shapes_sit_in_their_cells() {
     let set = scenes();
     let scene = set.scene(3);
-    let image = set.get(3).unwrap().target;
+    let image = set.get(3).unwrap().target.vae;
     assert_eq!(
         (image.height, image.width, image.data.len()),
         (48, 48, 3 * 48 * 48)
@@ -155,21 +156,48 @@ fn manifest_reads_resizes_and_reports_lines() {
         ),
     )
     .unwrap();
-    let set =
-        ManifestDataset::open(&dir.join("m.jsonl"), tok.clone(), vec![(32, 16), (32, 32)]).unwrap();
+    // VAE side 16..32 on a 16-px grid, ViT side 14..28 on a 14-px grid.
+    let transforms = ImageTransforms {
+        vae: ImageTransformConfig {
+            min: 16,
+            max: 32,
+            stride: 16,
+            max_pixels: BAGEL_MAX_PIXELS,
+        },
+        vit: ImageTransformConfig {
+            min: 14,
+            max: 28,
+            stride: 14,
+            max_pixels: BAGEL_MAX_PIXELS,
+        },
+    };
+    let set = ManifestDataset::open(&dir.join("m.jsonl"), tok.clone(), transforms).unwrap();
     assert_eq!(set.len(), 2);
     let t2i = set.get(0).unwrap();
-    assert_eq!((t2i.target.height, t2i.target.width), (32, 16)); // 2:1 bucket
-    assert!((t2i.target.get(0, 10, 5) - 1.0).abs() < 1e-6);
+    // 20x40 (w x h): scale max(32/40, 16/20) = 0.8 -> 16 x 32, aspect kept, no crop; ViT
+    // side: max(28/40, 14/20) = 0.7 -> 14 x 28.
+    assert_eq!((t2i.target.vae.height, t2i.target.vae.width), (32, 16));
+    assert_eq!((t2i.target.vit.height, t2i.target.vit.width), (28, 14));
+    assert!((t2i.target.vae.get(0, 10, 5) - 1.0).abs() < 1e-6);
     let edit = set.get(1).unwrap();
     let source = edit.source.unwrap();
-    assert_eq!((source.height, source.width), (32, 32));
-    assert!((source.get(2, 3, 3) - 1.0).abs() < 1e-6);
-    assert!(matches!(edit.sample, Sample::Edit { .. }));
+    // 30x30: VAE scale 1 -> 30/16 = 1.875 -> 32; ViT 28/30 -> 28.
+    assert_eq!((source.vae.height, source.vae.width), (32, 32));
+    assert_eq!((source.vit.height, source.vit.width), (28, 28));
+    assert!((source.vae.get(2, 3, 3) - 1.0).abs() < 1e-6);
+    let Sample::Edit {
+        source, source_vit, ..
+    } = edit.sample
+    else {
+        panic!("an edit record gives an edit sample");
+    };
+    assert_eq!(
+        (source, source_vit),
+        (ImageSize::new(32, 32), ImageSize::new(28, 28))
+    );
 
     std::fs::write(dir.join("bad.jsonl"), "{\"image\": \"x.png\"}\n").unwrap();
-    let err =
-        ManifestDataset::open(&dir.join("bad.jsonl"), tok.clone(), vec![(32, 32)]).unwrap_err();
+    let err = ManifestDataset::open(&dir.join("bad.jsonl"), tok.clone(), transforms).unwrap_err();
     assert!(err.to_string().contains("bad.jsonl, line 1"), "{err}");
 
     std::fs::write(
@@ -177,7 +205,7 @@ fn manifest_reads_resizes_and_reports_lines() {
         r#"{"image": "nope.png", "prompt": "a", "recaption": "a"}"#,
     )
     .unwrap();
-    let set = ManifestDataset::open(&dir.join("missing.jsonl"), tok, vec![(32, 32)]).unwrap();
+    let set = ManifestDataset::open(&dir.join("missing.jsonl"), tok, transforms).unwrap();
     let err = set.get(0).unwrap_err();
     assert!(err.to_string().contains("nope.png"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -170,6 +170,36 @@ fn edit_noised_target_only() {
 }
 
 #[test]
+fn mask_off_lets_supervision_see_the_prompt() {
+    // Appendix D's ablation: the caption and metaqueries also see the prompt; nothing else
+    // changes (the noised image is still hidden from the prompt, supervision from all).
+    let config = PackingConfig {
+        supervision_visibility: SupervisionVisibility::Everything,
+        ..config()
+    };
+    let sample = Sample::text_to_image(vec![5], ImageSize::new(16, 32), vec![7]);
+    let pack = PackedSequence::pack(&[sample], &config).unwrap();
+    assert_mask(
+        &pack,
+        0,
+        &[
+            "100000000000",
+            "110000000000",
+            "111000000000",
+            "111111100000",
+            "111111100000",
+            "111111100000",
+            "111111100000",
+            "111111110000",
+            "111111111000",
+            "111111111100",
+            "111111100010",
+            "111111100011",
+        ],
+    );
+}
+
+#[test]
 fn edit_all_but_prompt_and_full_metaqueries() {
     let config = PackingConfig {
         supervision_visibility: SupervisionVisibility::AllButPrompt,
@@ -256,6 +286,7 @@ fn cfg_dropped_conditions_keep_bagel_positions() {
     };
     let edit = Sample::Edit {
         source: ImageSize::new(16, 16),
+        source_vit: ImageSize::new(14, 14),
         instruction: vec![5],
         target: ImageSize::new(16, 16),
         supervision: Supervision::none(),
@@ -295,4 +326,35 @@ fn samples_restart_positions_and_offset_indexes() {
     assert_eq!(pack.vit_indexes, [7]);
     assert_eq!(pack.text_ce.indexes, [9, 10]);
     assert_eq!(pack.samples[1].mask.len(), 6);
+}
+
+#[test]
+fn mixed_resolutions_keep_their_own_grids() {
+    // A 32x48 (h x w) target: 2 x 3 latent tokens; an edit whose source has a 16x32 VAE copy
+    // (1 x 2) and a 32x16 ViT copy (2 x 1), and a 48x16 target (3 x 1).
+    let t2i = Sample::text_to_image(vec![5], ImageSize::new(32, 48), vec![7]);
+    let edit = Sample::Edit {
+        source: ImageSize::new(16, 32),
+        source_vit: ImageSize::new(32, 16),
+        instruction: vec![5],
+        target: ImageSize::new(48, 16),
+        supervision: Supervision::joint(vec![7]),
+        dropout: EditDropout::default(),
+    };
+    let config = config();
+    assert_eq!(t2i.token_count(&config), Ok(3 + 8 + 3 + 2));
+    assert_eq!(edit.token_count(&config), Ok(4 + 4 + 3 + 5 + 3 + 2));
+    let pack = PackedSequence::pack(&[t2i, edit], &config).unwrap();
+    // Latent ids are row * max_latent_size (64) + col, per image.
+    assert_eq!(
+        pack.latent_position_ids,
+        [0, 1, 2, 64, 65, 66, 0, 1, 0, 64, 128]
+    );
+    // ViT ids are row * 70 + col.
+    assert_eq!(pack.vit_position_ids, [0, 70]);
+    let grids: Vec<_> = pack.images.iter().map(|i| (i.rows, i.cols)).collect();
+    assert_eq!(grids, [(2, 3), (1, 2), (2, 1), (3, 1)]);
+    let c = pack.composition();
+    assert_eq!((c.text, c.image, c.caption, c.metaqueries), (6, 21, 6, 4));
+    assert_eq!(c.total(), pack.len);
 }

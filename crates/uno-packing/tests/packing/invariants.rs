@@ -66,6 +66,7 @@ fn sample() -> impl Strategy<Value = Sample> {
         )
             .prop_map(|(src, ins, t, s, d)| Sample::Edit {
                 source: src,
+                source_vit: src,
                 instruction: ins,
                 target: t,
                 supervision: s,

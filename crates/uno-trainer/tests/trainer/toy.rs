@@ -111,6 +111,7 @@ impl<B: AutodiffBackend> TrainStep<B> for Toy<B> {
             loss,
             tokens: (batch.rows * IN) as u64,
             samples: batch.rows as u64,
+            counts: vec![("rows", batch.rows as u64)],
         })
     }
 
