@@ -1,6 +1,7 @@
 //! uno-core's integration tests, one binary: every test binary links all of Burn, so one
 //! binary per file would multiply CI's link time.
 
+mod accumulation;
 mod bagel;
 mod bagel_checkpoint;
 mod embed;
