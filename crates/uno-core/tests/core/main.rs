@@ -7,6 +7,7 @@ mod bagel_checkpoint;
 mod embed;
 mod fixture;
 mod generate;
+mod paper_shapes;
 mod parity;
 mod vae;
 mod vision;
