@@ -4,6 +4,7 @@
 mod accumulation;
 mod bagel;
 mod bagel_checkpoint;
+mod batches;
 mod embed;
 mod fixture;
 mod generate;
