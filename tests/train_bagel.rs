@@ -371,7 +371,7 @@ fn paper_configs_parse_to_the_paper_table() {
 #[test]
 fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
     use uno_core::generate::{CaptionConfig, GUTTER, GridSpec, SamplerConfig, sample_grid};
-    use uno_core::train::{ModelSource, RunError, RunSpec, TrainData, run};
+    use uno_core::train::{ModelSource, RunError, RunSpec, TOKENIZER_FILE, TrainData, run};
 
     let dir = run_dir("run");
     let device = Default::default();
@@ -407,6 +407,22 @@ fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
         metrics.matches("\"ema_eval_total\"").count(),
         2,
         "{metrics}"
+    );
+    // Each step line counts its tokens by kind.
+    assert_eq!(
+        metrics.matches("\"metaquery_tokens\"").count(),
+        4,
+        "{metrics}"
+    );
+    // The folder keeps the vocabulary it trained with, and generate reads it from there.
+    let kept = uno_core::data::TextTokenizer::from_file(&dir.join(TOKENIZER_FILE)).unwrap();
+    let synthetic = SyntheticScenes::new(SyntheticConfig::default()).unwrap();
+    assert_eq!(
+        kept.encode("a red circle at the top").unwrap(),
+        synthetic
+            .tokenizer()
+            .encode("a red circle at the top")
+            .unwrap()
     );
 
     let err = run::<B>(spec(4, false), &device).unwrap_err();

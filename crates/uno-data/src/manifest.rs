@@ -48,7 +48,8 @@ pub struct ManifestDataset {
     records: Vec<ManifestRecord>,
     tokenizer: TextTokenizer,
     transforms: ImageTransforms,
-    metaqueries: bool,
+    /// Which supervision splits items carry: `(caption, metaqueries)`.
+    supervision: (bool, bool),
 }
 
 impl ManifestDataset {
@@ -93,13 +94,15 @@ impl ManifestDataset {
             records,
             tokenizer,
             transforms,
-            metaqueries: true,
+            supervision: (true, true),
         })
     }
 
-    /// Whether items carry the metaquery split (the caption split needs the re-caption).
-    pub fn with_metaqueries(mut self, metaqueries: bool) -> Self {
-        self.metaqueries = metaqueries;
+    /// Which supervision splits items carry: `(caption, metaqueries)` (both by default). A
+    /// run packs only the splits of objectives with a positive weight, so a disabled
+    /// objective costs no tokens (paper Table 7's ablations).
+    pub fn with_supervision(mut self, caption: bool, metaqueries: bool) -> Self {
+        self.supervision = (caption, metaqueries);
         self
     }
 
@@ -127,10 +130,13 @@ impl Dataset for ManifestDataset {
         })?;
         let size = |image: &RgbImage| ImageSize::new(image.height, image.width);
         let vae = |pair: &ImagePair| size(&pair.vae);
+        let (with_caption, metaqueries) = self.supervision;
         let supervision = |caption: &str| -> Result<Supervision, DataError> {
             Ok(Supervision {
-                caption: Some(self.tokenizer.encode(caption)?),
-                metaqueries: self.metaqueries,
+                caption: with_caption
+                    .then(|| self.tokenizer.encode(caption))
+                    .transpose()?,
+                metaqueries,
             })
         };
         match record {

@@ -185,7 +185,7 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
         (TrainData::Manifest { manifest, eval, .. }, Some((text, _))) => {
             let open = |path: &Path| -> Result<ManifestDataset, RunError> {
                 Ok(ManifestDataset::open(path, text.clone(), transforms)?
-                    .with_metaqueries(supervision.1))
+                    .with_supervision(supervision.0, supervision.1))
             };
             let eval = match eval {
                 Some(path) => Some(held_out(open(path)?, &config, &packing, device)?),

@@ -415,4 +415,42 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn packing_takes_the_mask_ablations_and_checks_the_transforms() {
+        let model = BagelConfig::tiny(64, Default::default());
+        let run = RunConfig::tiny()
+            .with_overrides(&[
+                "model.metaquery_attention=\"full\"",
+                "model.supervision_visibility=\"everything\"",
+                "data.max_sample_tokens=99",
+            ])
+            .unwrap();
+        let packing = run.packing(&model).unwrap();
+        assert_eq!(packing.metaquery_attention, MetaqueryAttention::Full);
+        assert_eq!(
+            packing.supervision_visibility,
+            SupervisionVisibility::Everything
+        );
+        assert_eq!(packing.max_sample_tokens, 99);
+        // The paper's 16-px VAE side does not fit the tiny model's 4-px tokens.
+        let err = RunConfig::default().packing(&model).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RunError::TransformMismatch {
+                    key: "data.vae_image",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Nor does a ViT side larger than the tiny ViT's 8 x 4-px position table.
+        let err = RunConfig::tiny()
+            .with_overrides(&["data.vit_image.max=64"])
+            .unwrap()
+            .packing(&model)
+            .unwrap_err();
+        assert!(err.to_string().contains("data.vit_image"), "{err}");
+    }
 }

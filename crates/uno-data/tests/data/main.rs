@@ -185,6 +185,12 @@ fn manifest_reads_resizes_and_reports_lines() {
     assert_eq!((source.vae.height, source.vae.width), (32, 32));
     assert_eq!((source.vit.height, source.vit.width), (28, 28));
     assert!((source.vae.get(2, 3, 3) - 1.0).abs() < 1e-6);
+    // Without the caption objective the caption split is not packed.
+    let plain = set.clone().with_supervision(false, true).get(0).unwrap();
+    let Sample::TextToImage { supervision, .. } = plain.sample else {
+        panic!("an image record gives a text-to-image sample");
+    };
+    assert_eq!((supervision.caption, supervision.metaqueries), (None, true));
     let Sample::Edit {
         source, source_vit, ..
     } = edit.sample
