@@ -140,7 +140,9 @@ fn run<B: Backend>(args: &Args) -> Result<(), BoxError> {
         let grads = out.loss.total.backward();
         B::sync(&device)?;
         drop(grads);
-        Ok(uno_core::burn::tensor::ElementConversion::elem::<f64>(total))
+        Ok(uno_core::burn::tensor::ElementConversion::elem::<f64>(
+            total,
+        ))
     };
     let started = std::time::Instant::now();
     let loss = step(0)?;

@@ -562,3 +562,43 @@ fn flux_folder_trains_resumes_exactly_and_generates() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// A loaded model whose special tokens are not the synthetic vocabulary's (a release's
+/// Qwen2.5 ids, say) is never fed the synthetic word ids: the run refuses before writing.
+#[test]
+fn a_folder_model_refuses_the_synthetic_vocabulary() {
+    use uno_core::packing::SpecialTokens;
+    use uno_core::train::{ModelSource, RunError, RunSpec, TrainData, run};
+
+    let source = run_dir("foreign-vocab");
+    std::fs::create_dir_all(&source).unwrap();
+    let specials = SpecialTokens {
+        im_start: 196,
+        im_end: 197,
+        vision_start: 198,
+        vision_end: 199,
+    };
+    let config = BagelConfig::tiny(200, specials);
+    let device = Default::default();
+    let model = config.init::<B>(&device).unwrap();
+    config.save_folder(&source).unwrap();
+    model
+        .save_safetensors(&source.join("ema.safetensors"), SaveDtype::F32)
+        .unwrap();
+    let out = run_dir("foreign-vocab-out");
+    let spec = RunSpec {
+        config: RunConfig::tiny()
+            .with_overrides(&[format!("output_dir=\"{}\"", out.display())])
+            .unwrap(),
+        model: ModelSource::Folder(source.clone()),
+        data: TrainData::Synthetic,
+        resume: false,
+    };
+    let err = run::<B>(spec, &device).unwrap_err();
+    assert!(
+        matches!(&err, RunError::Tokenizer { reason, .. } if reason.contains("special tokens")),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written before the checks");
+    std::fs::remove_dir_all(&source).unwrap();
+}

@@ -9,7 +9,11 @@
 //! * linear warmup then cosine or constant learning rate ([`LrSchedule`]);
 //! * GLOBAL grad-norm clipping ([`clip`]), not burn-optim's per-tensor one;
 //! * EMA of the trainable weights ([`ema`]);
-//! * gradient accumulation over `grad_accumulation` micro-batches;
+//! * gradient accumulation over `grad_accumulation` micro-batches: the mean of their losses,
+//!   or, for a model that reports its loss terms' item counts ([`TrainStep::loss_counts`]),
+//!   token-weighted over the whole step (BAGEL's normalisation);
+//! * a data source's own state (e.g. a packer's cursor) kept in checkpoints
+//!   ([`DataSource::state`]);
 //! * guards: a non-finite loss or gradient norm skips the step; too many in a row abort
 //!   after a checkpoint;
 //! * atomic checkpoints (`step-000100/`), keep-last-N, and exact resume ([`checkpoint`]);
