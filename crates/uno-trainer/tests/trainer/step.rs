@@ -240,6 +240,49 @@ fn grad_accumulation_equals_full_batch<B: AutodiffBackend>() {
     uno_testing::assert_close(&acc_head, &full_head, 1e-6, 1e-6);
 }
 
+/// Token-weighted: micro-batches of 1 and 3 rows, each normalised by the step's 4 rows and
+/// summed, give the step of the one 4-row batch; the mean of their means does not.
+fn token_weighted_accumulation_equals_full_batch<B: AutodiffBackend>() {
+    let run = |k: u32, sizes: &'static [usize], weighted: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        let config = test_config(dir.path())
+            .with_overrides(&[
+                format!("grad_accumulation={k}"),
+                "schedule.warmup_steps=0".into(),
+                "optimizer.lr=0.01".into(),
+            ])
+            .unwrap();
+        let mut trainer = Trainer::new(config, toy::toy::<B>(5, &device), device).unwrap();
+        let n = sizes.len() as u64;
+        let mut data = move |pos: u64, rng: &mut TrainRng| -> Result<ToyBatch, BoxError> {
+            let j = (pos % n) as usize;
+            let first = (pos / n) * 4 + sizes[..j].iter().sum::<usize>() as u64;
+            let mut b = toy::batch(first, sizes[j], 0.0, rng);
+            b.weighted = weighted;
+            Ok(b)
+        };
+        let losses: Vec<f64> = (0..3)
+            .map(|_| trainer.train_step(&mut data).unwrap().loss)
+            .collect();
+        let (inp, _, head) = toy::all(trainer.model());
+        (losses, inp, head)
+    };
+    let (full_losses, full_inp, full_head) = run(1, &[4], true);
+    let (losses, inp, head) = run(2, &[1, 3], true);
+    for (a, b) in losses.iter().zip(&full_losses) {
+        assert!((a - b).abs() <= 1e-6, "step loss {a} vs {b}");
+    }
+    uno_testing::assert_close(&inp, &full_inp, 1e-6, 1e-5);
+    uno_testing::assert_close(&head, &full_head, 1e-6, 1e-5);
+    let (_, mean_inp, _) = run(2, &[1, 3], false);
+    let off = mean_inp
+        .iter()
+        .zip(&full_inp)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(off > 1e-4, "the mean of means is off by {off} only");
+}
+
 /// A NaN loss skips the step: no update of weights, EMA or optimizer; the next good batch
 /// trains normally.
 fn non_finite_loss_skips_the_step<B: AutodiffBackend>() {
@@ -273,6 +316,7 @@ autodiff_tests!(
     ema_matches_hand_computation,
     global_clipping_scales_all_grads_together,
     grad_accumulation_equals_full_batch,
+    token_weighted_accumulation_equals_full_batch,
     non_finite_loss_skips_the_step,
 );
 

@@ -51,13 +51,15 @@ pub fn toy<B: Backend>(seed: u64, device: &B::Device) -> Toy<B> {
     }
 }
 
-/// A micro-batch: inputs `[n, IN]`, targets `[n, OUT]`; `poison` makes the loss NaN.
+/// A micro-batch: inputs `[n, IN]`, targets `[n, OUT]`; `poison` makes the loss NaN;
+/// `weighted` makes the loss token-weighted (per-row sum over the step's rows).
 #[derive(Debug, Clone)]
 pub struct ToyBatch {
     pub x: Vec<f32>,
     pub y: Vec<f32>,
     pub rows: usize,
     pub poison: bool,
+    pub weighted: bool,
 }
 
 /// Sample `i`: a fixed input and a target that is a smooth function of it.
@@ -85,11 +87,20 @@ pub fn batch(first: u64, rows: usize, noise: f32, rng: &mut TrainRng) -> ToyBatc
         y,
         rows,
         poison: false,
+        weighted: false,
     }
 }
 
 impl<B: AutodiffBackend> TrainStep<B> for Toy<B> {
     type Batch = ToyBatch;
+
+    fn loss_counts(&self, batch: &ToyBatch) -> Vec<u64> {
+        if batch.weighted {
+            vec![batch.rows as u64]
+        } else {
+            Vec::new()
+        }
+    }
 
     fn forward_step(&self, batch: ToyBatch, ctx: &StepContext) -> Result<StepOutput<B>, BoxError> {
         let device = self.head.weight.device();
@@ -99,7 +110,13 @@ impl<B: AutodiffBackend> TrainStep<B> for Toy<B> {
         let h = tanh(self.frozen.forward(h));
         let pred = self.head.forward(h);
         let diff = pred - y;
-        let mut loss = diff.clone().powi_scalar(2).mean();
+        let mut loss = if batch.weighted {
+            // Each row's mean squared error, summed, over the step's rows.
+            let per_row = diff.clone().powi_scalar(2).mean_dim(1);
+            per_row.sum().div_scalar(ctx.step_counts[0] as f64)
+        } else {
+            diff.clone().powi_scalar(2).mean()
+        };
         let l1 = diff.abs().mean();
         if batch.poison {
             loss = loss.mul_scalar(f32::NAN);
