@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use uno_core::burn::tensor::backend::AutodiffBackend;
-use uno_core::train::{Ablation, ModelSource, RunConfig, RunSpec, TrainData, run};
+use uno_core::train::{Ablation, BatchFill, ModelSource, RunConfig, RunSpec, TrainData, run};
 
 #[path = "shared/backend.rs"]
 mod backend;
@@ -52,7 +52,8 @@ struct Args {
     /// Loss ablation (paper Table 7); default: the config's `[loss]` weights.
     #[arg(long, value_enum)]
     ablation: Option<AblationChoice>,
-    /// Samples packed into one micro-batch (shorthand for `--set data.batch.samples=N`).
+    /// Samples packed into one micro-batch, instead of the config's fill (a token budget
+    /// included); applied before `--set`.
     #[arg(long)]
     batch_size: Option<usize>,
     /// Continue from the latest checkpoint in the output folder.
@@ -108,11 +109,11 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
     if let Some(ablation) = args.ablation {
         Ablation::from(ablation).apply(&mut config.loss);
     }
-    let mut overrides = args.overrides.clone();
+    // `--batch-size` replaces the whole fill (a token budget too), before `--set`.
     if let Some(n) = args.batch_size {
-        overrides.insert(0, format!("data.batch={{ samples = {n} }}"));
+        config.data.batch = BatchFill::Samples(n);
     }
-    let config = config.with_overrides(&overrides)?;
+    let config = config.with_overrides(&args.overrides)?;
     config.validate()?;
     println!(
         "UNO post-training: loss weights caption {} visual {}, {} steps, output {}",
