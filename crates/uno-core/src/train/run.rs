@@ -147,7 +147,9 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     model_config.save_folder(&out)?;
     save_codec(&codec, &out)?;
 
-    let trainee = UnoTrainee::new(model, model_config.objective()?).with_codec(codec);
+    let trainee = UnoTrainee::new(model, model_config.objective()?)
+        .with_codec(codec)
+        .with_latent_cache(config.data.latent_cache_mib.saturating_mul(1 << 20));
     let mut trainer = if resume {
         Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
     } else {

@@ -73,6 +73,10 @@ pub struct ResolutionRange {
 pub struct DataSettings {
     /// Samples packed into one micro-batch.
     pub batch_size: usize,
+    /// Host memory, in MiB, for the codec's posteriors of the images seen so far, so that
+    /// later epochs skip the encoder ([`crate::vae::LatentCache`]; results are
+    /// bit-identical either way). 0 encodes every image at every step.
+    pub latent_cache_mib: usize,
 }
 
 impl Default for LossWeights {
@@ -105,7 +109,10 @@ impl Default for ResolutionRange {
 
 impl Default for DataSettings {
     fn default() -> Self {
-        Self { batch_size: 8 }
+        Self {
+            batch_size: 8,
+            latent_cache_mib: 2048,
+        }
     }
 }
 
