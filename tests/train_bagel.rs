@@ -210,14 +210,16 @@ fn resume_reproduces_a_straight_run() {
 
 /// A folder whose configuration names a FLUX autoencoder trains with it: the codec loads
 /// from the folder's `ae.safetensors`, the trainee's flow loss is computed on its latents
-/// (not the PixelCodec's), it stays frozen through training while the generation expert
-/// moves, and a folder without the file is a named error.
+/// (not the PixelCodec's) without autodiff, its posteriors are cached so that a repeated
+/// batch skips the encoder with a bit-identical loss, it stays frozen through training
+/// while the generation expert moves, and a folder without the file is a named error.
 #[test]
 fn trains_with_the_flux_codec_of_a_folder() {
     use uno_core::bagel::{AE_FILE, CodecConfig, save_codec};
+    use uno_core::burn::module::AutodiffModule;
     use uno_core::burn::module::Module;
     use uno_core::trainer::{DataSource, StepContext, TrainRng, TrainStep};
-    use uno_core::vae::{Codec, FluxAeConfig, PixelCodec};
+    use uno_core::vae::{Codec, FluxAeConfig, FrozenCodec, PixelCodec};
 
     let dir = run_dir("flux");
     std::fs::create_dir_all(&dir).unwrap();
@@ -242,7 +244,9 @@ fn trains_with_the_flux_codec_of_a_folder() {
     };
     let ae_before = uno_testing::to_vec(ae.encoder.conv_in.weight.val());
     let objective = loaded_config.objective().unwrap();
-    let trainee = UnoTrainee::new(model, objective.clone()).with_codec(codec);
+    let trainee = UnoTrainee::new(model, objective.clone())
+        .with_codec(codec)
+        .with_latent_cache(1 << 20);
     assert!(trainee.codec.num_params() > 0);
 
     let batch = batches(data.clone(), &loaded_config)
@@ -255,12 +259,20 @@ fn trains_with_the_flux_codec_of_a_folder() {
         seed: 11,
         step_counts: vec![],
     };
-    let step = trainee.forward_step(batch.clone(), &ctx).unwrap();
-    let trainee_flow = uno_testing::to_vec(step.components[0].1.clone())[0];
+    let flow = |trainee: &UnoTrainee<B>| {
+        let step = trainee.forward_step(batch.clone(), &ctx).unwrap();
+        uno_testing::to_vec(step.components[0].1.clone())[0]
+    };
+    let trainee_flow = flow(&trainee);
+    let images = batch.images.len() as u64;
+    assert!(images > 0);
+    assert_eq!(trainee.latent_cache.stats().misses, images);
+    assert_eq!(flow(&trainee), trainee_flow, "a cached step differs");
+    assert_eq!(trainee.latent_cache.stats().hits, images);
     let Codec::Flux(ae) = &trainee.codec else {
         unreachable!()
     };
-    let direct = flow_loss(&trainee.model, &batch, ae, &objective);
+    let direct = flow_loss(&trainee.model, &batch, &FrozenCodec(ae.valid()), &objective);
     let pixel = flow_loss(&trainee.model, &batch, &PixelCodec, &objective);
     assert_eq!(trainee_flow, direct);
     assert!(

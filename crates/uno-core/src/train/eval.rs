@@ -1,6 +1,8 @@
 //! Held-out evaluation for the trainer's evaluation hook: the UNO losses of fixed batches
 //! under fixed noise, so two evaluations differ only by the weights.
 
+use std::sync::Arc;
+
 use burn::tensor::{ElementConversion, backend::Backend};
 
 use super::{BatchFill, PackedBatches, TrainBatch, UnoTrainee};
@@ -9,6 +11,7 @@ use crate::data::Dataset;
 use crate::objectives::ConditionDropoutConfig;
 use crate::packing::PackingConfig;
 use crate::trainer::{BoxError, DataSource, TrainRng};
+use crate::vae::{CachedCodec, LatentCache};
 
 /// Fixed evaluation batches: the first `num_batches` micro-batches of a data set, packed
 /// without condition dropout, each with its own fixed noise seed.
@@ -16,6 +19,10 @@ use crate::trainer::{BoxError, DataSource, TrainRng};
 pub struct HeldOut<B: Backend> {
     batches: Vec<TrainBatch<B>>,
     seed: u64,
+    /// Every posterior of the batches' images: the set is small and fixed, and is encoded
+    /// once instead of at every evaluation. Its own cache, not the trainee's, so that an
+    /// evaluation never depends on what training encoded before it.
+    latents: Arc<LatentCache>,
 }
 
 impl<B: Backend> HeldOut<B> {
@@ -39,7 +46,11 @@ impl<B: Backend> HeldOut<B> {
         let batches = (0..num_batches as u64)
             .map(|p| source.batch(p, &mut rng))
             .collect::<Result<_, _>>()?;
-        Ok(Self { batches, seed })
+        Ok(Self {
+            batches,
+            seed,
+            latents: Arc::new(LatentCache::new(usize::MAX)),
+        })
     }
 
     /// Mean total, flow, caption and visual loss over the batches (unweighted components,
@@ -62,7 +73,10 @@ impl<B: Backend> HeldOut<B> {
                     noise_seed: self.seed.wrapping_add(k as u64),
                     normalization: LossNormalization::PerPack,
                 },
-                &trainee.codec,
+                &CachedCodec {
+                    codec: &trainee.codec,
+                    cache: &self.latents,
+                },
                 &trainee.objective,
             )?;
             let loss = out.loss;

@@ -175,7 +175,9 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
         None => synthetic.tokenizer().save(&tokenizer_copy)?,
     }
 
-    let trainee = UnoTrainee::new(model, model_config.objective()?).with_codec(codec);
+    let trainee = UnoTrainee::new(model, model_config.objective()?)
+        .with_codec(codec)
+        .with_latent_cache(config.data.latent_cache_mib.saturating_mul(1 << 20));
     let mut trainer = if resume {
         Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
     } else {

@@ -84,6 +84,10 @@ pub struct DataSettings {
     /// clean target's visual-loss features and an edit source's ViT split; its stride must
     /// be the model's ViT patch.
     pub vit_image: ImageTransformConfig,
+    /// Host memory, in MiB, for the codec's posteriors of the images seen so far, so that
+    /// later epochs skip the encoder ([`crate::vae::LatentCache`]; results are
+    /// bit-identical either way). 0 encodes every image at every step.
+    pub latent_cache_mib: usize,
 }
 
 impl Default for LossWeights {
@@ -117,6 +121,7 @@ impl Default for DataSettings {
             shuffle: true,
             vae_image: ImageTransformConfig::bagel_vae(),
             vit_image: ImageTransformConfig::bagel_vit(),
+            latent_cache_mib: 2048,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! BAGEL as a [`TrainStep`]: the UNO forward on a packed batch, BAGEL-named weight files.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::TrainBatch;
@@ -10,7 +11,7 @@ use crate::bagel::{Bagel, LossNormalization, UnoBatch, UnoObjective};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
 use crate::objectives::LossCounts;
 use crate::trainer::{BoxError, StepContext, StepOutput, TrainStep};
-use crate::vae::Codec;
+use crate::vae::{CachedCodec, Codec, FrozenCodec, LatentCache};
 
 /// The model being post-trained, its (frozen) codec and its objective.
 #[derive(Module, Debug)]
@@ -23,6 +24,10 @@ pub struct UnoTrainee<B: Backend> {
     /// Loss weights and timestep shift of the run.
     #[module(skip)]
     pub objective: UnoObjective,
+    /// The codec's posteriors of the images seen so far, so later epochs skip the encoder
+    /// (empty and disabled unless [`Self::with_latent_cache`] sizes it).
+    #[module(skip)]
+    pub latent_cache: Arc<LatentCache>,
 }
 
 impl<B: Backend> UnoTrainee<B> {
@@ -34,6 +39,16 @@ impl<B: Backend> UnoTrainee<B> {
             model: model.freeze_for_uno(),
             codec: Codec::pixel(),
             objective,
+            latent_cache: Arc::new(LatentCache::new(0)),
+        }
+    }
+
+    /// Keep up to `capacity_bytes` of encoder posteriors in host memory
+    /// ([`LatentCache`]); a cached step is bit-identical to an uncached one.
+    pub fn with_latent_cache(self, capacity_bytes: usize) -> Self {
+        Self {
+            latent_cache: Arc::new(LatentCache::new(capacity_bytes)),
+            ..self
         }
     }
 
@@ -86,7 +101,12 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
                 noise_seed: ctx.seed,
                 normalization,
             },
-            &self.codec,
+            // On the inner backend, the frozen codec records no graph; its posteriors are
+            // kept for later epochs.
+            &CachedCodec {
+                codec: FrozenCodec(self.codec.valid()),
+                cache: &self.latent_cache,
+            },
             &self.objective,
         )?;
         let loss = out.loss;

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::{FluxAutoEncoder, LatentCodec, LatentSampling, PixelCodec, VisionError};
+use super::{FluxAutoEncoder, LatentCodec, LatentSampling, PixelCodec, Posterior, VisionError};
 
 /// The FLUX autoencoder of a BAGEL release, or the identity [`PixelCodec`] of the toy runs
 /// and tests ([`crate::bagel::BagelConfig::codec`] says which).
@@ -51,17 +51,17 @@ impl<B: Backend> LatentCodec<B> for Codec<B> {
         self.inner().downsample()
     }
 
-    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
-        self.inner().encode(images)
+    fn encode_posterior(&self, images: Tensor<B, 4>) -> Result<Posterior<B>, VisionError> {
+        self.inner().encode_posterior(images)
     }
 
-    fn encode_with(
+    fn latent_from(
         &self,
-        images: Tensor<B, 4>,
+        posterior: Posterior<B>,
         sampling: LatentSampling,
         seed: u64,
-    ) -> Result<Tensor<B, 4>, VisionError> {
-        self.inner().encode_with(images, sampling, seed)
+    ) -> Tensor<B, 4> {
+        self.inner().latent_from(posterior, sampling, seed)
     }
 
     fn decode(&self, latents: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {

@@ -25,7 +25,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::norm::{GroupNorm, GroupNormConfig};
-use super::{LatentCodec, LatentSampling, VisionError};
+use super::{LatentCodec, LatentSampling, Posterior, VisionError};
 
 fn default_resolution() -> usize {
     256
@@ -565,8 +565,12 @@ impl<B: Backend> FluxAutoEncoder<B> {
         seed: u64,
     ) -> Result<Tensor<B, 4>, VisionError> {
         let (mean, logvar) = self.posterior(x)?;
-        let z = sampling.latent(mean, logvar, seed);
-        Ok((z - self.shift_factor) * self.scale_factor)
+        Ok(self.scale_latent(sampling.latent(mean, logvar, seed)))
+    }
+
+    /// FLUX's latent scaling: `scale * (z - shift)`.
+    fn scale_latent(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        (z - self.shift_factor) * self.scale_factor
     }
 
     /// The encoder's posterior `N(mean, exp(logvar))` of images `[N, C, H, W]` in
@@ -621,19 +625,23 @@ impl<B: Backend> LatentCodec<B> for FluxAutoEncoder<B> {
         self.downsample_factor()
     }
 
-    /// `encode_raw(2x - 1)`.
-    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
-        self.encode_raw(images * 2.0 - 1.0)
+    /// [`Self::posterior`] of `2x - 1`, unscaled.
+    fn encode_posterior(&self, images: Tensor<B, 4>) -> Result<Posterior<B>, VisionError> {
+        let (mean, logvar) = self.posterior(images * 2.0 - 1.0)?;
+        Ok(Posterior {
+            mean,
+            logvar: Some(logvar),
+        })
     }
 
-    /// `encode_raw_with(2x - 1, sampling, seed)`.
-    fn encode_with(
+    /// `scale * (z - shift)` for the `z` that `sampling` takes (as [`Self::encode_raw_with`]).
+    fn latent_from(
         &self,
-        images: Tensor<B, 4>,
+        posterior: Posterior<B>,
         sampling: LatentSampling,
         seed: u64,
-    ) -> Result<Tensor<B, 4>, VisionError> {
-        self.encode_raw_with(images * 2.0 - 1.0, sampling, seed)
+    ) -> Tensor<B, 4> {
+        self.scale_latent(posterior.latent(sampling, seed))
     }
 
     /// `clamp(decode_raw(z) * 0.5 + 0.5, 0, 1)` (BAGEL's `decode_image`).

@@ -4,25 +4,35 @@
 //!   BAGEL's 2x2 latent tokens (`(py, px, c)`, 64-d for 16 latent channels);
 //! * [`FluxAutoEncoder`]: the FLUX autoencoder (`ae.safetensors` names), scale 0.3611,
 //!   shift 0.1159;
+//! * [`LatentCache`] and [`CachedCodec`]: encoder posteriors kept per image, so repeated
+//!   epochs skip the encoder;
+//! * [`FrozenCodec`]: a codec of an autodiff backend run without autodiff (training);
 //! * [`GroupNorm`]: FLUX's GroupNorm with statistics that stay accurate over large groups;
 //! * [`LatentSampling`]: the posterior mean or a seeded draw from it (BAGEL's training);
+//! * [`Posterior`]: what an encoder says about an image before a latent is chosen;
 //! * [`PixelCodec`]: an identity "VAE" on small RGB images for tests and toy runs;
 //! * [`patchify_latent`] / [`unpatchify_latent`]: the 2x2 latent tokens.
 
+mod cache;
 mod codec;
 mod flux;
+mod frozen;
 mod norm;
 mod pixel;
+mod posterior;
 mod sampling;
 
 pub use codec::Codec;
 
+pub use cache::{CachedCodec, LatentCache, LatentCacheStats};
 pub use flux::{
     AttnBlock, DownLevel, Downsample, FluxAeConfig, FluxAutoEncoder, FluxDecoder, FluxEncoder,
     FluxMid, ResnetBlock, UpLevel, Upsample,
 };
+pub use frozen::FrozenCodec;
 pub use norm::{GroupNorm, GroupNormConfig};
 pub use pixel::PixelCodec;
+pub use posterior::Posterior;
 pub use sampling::LatentSampling;
 
 use burn::tensor::{Tensor, backend::Backend};
@@ -59,6 +69,34 @@ pub fn unpatchify_latent<B: Backend>(
     unpatchify(tokens, grid, LATENT_PATCH, PixelLayout::Chw)
 }
 
+/// A codec by reference (e.g. the model's own codec, wrapped in a [`CachedCodec`]).
+impl<B: Backend, C: LatentCodec<B> + ?Sized> LatentCodec<B> for &C {
+    fn latent_channels(&self) -> usize {
+        (**self).latent_channels()
+    }
+
+    fn downsample(&self) -> usize {
+        (**self).downsample()
+    }
+
+    fn encode_posterior(&self, images: Tensor<B, 4>) -> Result<Posterior<B>, VisionError> {
+        (**self).encode_posterior(images)
+    }
+
+    fn latent_from(
+        &self,
+        posterior: Posterior<B>,
+        sampling: LatentSampling,
+        seed: u64,
+    ) -> Tensor<B, 4> {
+        (**self).latent_from(posterior, sampling, seed)
+    }
+
+    fn decode(&self, latents: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
+        (**self).decode(latents)
+    }
+}
+
 /// An image codec the generation path can work in.
 ///
 /// **Ranges**: images are RGB floats in `[0, 1]` on both sides ([`Self::encode`] takes them,
@@ -72,30 +110,51 @@ pub trait LatentCodec<B: Backend> {
     /// Pixels per latent cell along each side (8 for FLUX).
     fn downsample(&self) -> usize;
 
-    /// Images `[N, 3, H, W]` in `[0, 1]` to latents `[N, z, H / f, W / f]` (`f` =
-    /// [`Self::downsample`]), in the space the model sees (for FLUX already scaled and
-    /// shifted).
+    /// Images `[N, 3, H, W]` in `[0, 1]` to what the encoder says about them before a latent
+    /// is chosen: the part of an encode that depends on the images alone, and so the part
+    /// a [`LatentCache`] keeps. [`Self::latent_from`] finishes the encode.
     ///
     /// # Errors
     /// [`VisionError::ShapeMismatch`] for a wrong channel count,
-    /// [`VisionError::NotDivisible`] for sides not multiples of `f`.
-    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError>;
+    /// [`VisionError::NotDivisible`] for sides not multiples of `f` (= [`Self::downsample`]).
+    fn encode_posterior(&self, images: Tensor<B, 4>) -> Result<Posterior<B>, VisionError>;
+
+    /// The latent `[N, z, h, w]` that `sampling` takes from `posterior`, in the space the
+    /// model sees (for FLUX scaled and shifted): the mean, or a draw with host noise from
+    /// `seed` ([`LatentSampling`]). This default suits a codec in its latent space already:
+    /// the mean, or [`LatentSampling::latent`] where the posterior has a variance.
+    fn latent_from(
+        &self,
+        posterior: Posterior<B>,
+        sampling: LatentSampling,
+        seed: u64,
+    ) -> Tensor<B, 4> {
+        posterior.latent(sampling, seed)
+    }
+
+    /// Images `[N, 3, H, W]` in `[0, 1]` to latents `[N, z, H / f, W / f]` (`f` =
+    /// [`Self::downsample`]), in the space the model sees: the posterior mean.
+    ///
+    /// # Errors
+    /// Those of [`Self::encode_posterior`].
+    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
+        self.encode_with(images, LatentSampling::Mean, 0)
+    }
 
     /// [`Self::encode`] with the latent chosen by `sampling` from the encoder's posterior:
     /// its mean (what [`Self::encode`] returns) or a draw with host noise from `seed`
-    /// ([`LatentSampling`]). A codec without a posterior (the [`PixelCodec`]) is
-    /// deterministic and ignores both, which is this default.
+    /// ([`LatentSampling`]). A codec without a posterior variance (the [`PixelCodec`]) is
+    /// deterministic and ignores both.
     ///
     /// # Errors
-    /// Those of [`Self::encode`].
+    /// Those of [`Self::encode_posterior`].
     fn encode_with(
         &self,
         images: Tensor<B, 4>,
         sampling: LatentSampling,
         seed: u64,
     ) -> Result<Tensor<B, 4>, VisionError> {
-        let _ = (sampling, seed);
-        self.encode(images)
+        Ok(self.latent_from(self.encode_posterior(images)?, sampling, seed))
     }
 
     /// Latents `[N, z, h, w]` back to images `[N, 3, h * f, w * f]` clamped to `[0, 1]`.

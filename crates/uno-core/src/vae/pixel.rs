@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::{LatentCodec, VisionError};
+use super::{LatentCodec, Posterior, VisionError};
 
 /// The identity codec: no weights, exact round trip.
 ///
@@ -33,7 +33,7 @@ impl<B: Backend> LatentCodec<B> for PixelCodec {
         F
     }
 
-    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
+    fn encode_posterior(&self, images: Tensor<B, 4>) -> Result<Posterior<B>, VisionError> {
         let [n, c, h, w] = images.dims();
         if c != 3 {
             return Err(VisionError::shape("PixelCodec image channels", 3, c));
@@ -46,7 +46,7 @@ impl<B: Backend> LatentCodec<B> for PixelCodec {
             .permute([0, 3, 5, 1, 2, 4])
             .reshape([n, USED, lh, lw]);
         let pad = Tensor::zeros([n, Z - USED, lh, lw], &used.device());
-        Ok(Tensor::cat(vec![used, pad], 1))
+        Ok(Posterior::point(Tensor::cat(vec![used, pad], 1)))
     }
 
     fn decode(&self, latents: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {

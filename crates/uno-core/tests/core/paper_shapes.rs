@@ -18,7 +18,7 @@ use uno_core::data::{ImageTransforms, RgbImage, SyntheticConfig, SyntheticScenes
 use uno_core::mot::MotConfig;
 use uno_core::packing::{ImageSize, PackedSequence, Sample};
 use uno_core::patch::VisionError;
-use uno_core::vae::{FluxAeConfig, LatentCodec};
+use uno_core::vae::{FluxAeConfig, LatentCodec, Posterior};
 use uno_core::vision::SiglipVisionConfig;
 
 type B = Autodiff<Flex>;
@@ -36,11 +36,11 @@ impl<B: Backend> LatentCodec<B> for PoolCodec {
         8
     }
 
-    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {
+    fn encode_posterior(&self, images: Tensor<B, 4>) -> Result<Posterior<B>, VisionError> {
         let pooled = avg_pool2d(images, [8, 8], [8, 8], [0, 0], true, false);
         let [n, c, h, w] = pooled.dims();
         let pad = Tensor::zeros([n, 16 - c, h, w], &pooled.device());
-        Ok(Tensor::cat(vec![pooled, pad], 1))
+        Ok(Posterior::point(Tensor::cat(vec![pooled, pad], 1)))
     }
 
     fn decode(&self, latents: Tensor<B, 4>) -> Result<Tensor<B, 4>, VisionError> {

@@ -4,13 +4,15 @@
 
 use crate::fixture;
 
+use burn::module::AutodiffModule;
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 use fixture::{CoreFixture, Fixture};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Normal, Uniform};
 use uno_core::vae::{
-    FluxAeConfig, FluxAutoEncoder, GroupNormConfig, LatentCodec, LatentSampling, PixelCodec,
-    VisionError, patchify_latent, unpatchify_latent,
+    CachedCodec, FluxAeConfig, FluxAutoEncoder, FrozenCodec, GroupNormConfig, LatentCache,
+    LatentCacheStats, LatentCodec, LatentSampling, PixelCodec, VisionError, patchify_latent,
+    unpatchify_latent,
 };
 use uno_testing::{assert_tensor_close, to_vec};
 
@@ -401,6 +403,134 @@ fn flux_samples_follow_the_posterior<B: Backend>() {
     }
 }
 
+/// `FrozenCodec` runs the codec of an autodiff backend on its inner backend: the same
+/// latents and images (mean and sampled, to 1e-5) as the codec itself, and no graph, even
+/// when the codec's weights require gradients: a backward from its output reaches no weight.
+fn frozen_codec_matches_the_codec<B: Backend>() {
+    type A<B> = burn::backend::Autodiff<B>;
+    let device = Default::default();
+    let f = Fixture::load("vision_vae.safetensors");
+    // Freshly initialised: the weights require gradients.
+    let ae = FluxAeConfig::tiny().init::<A<B>>(&device).unwrap();
+    let frozen = FrozenCodec(ae.valid());
+    let image01 = (f.tensor::<A<B>, 4>("input.image", &device) + 1.0) / 2.0;
+    let weight = |grads: &_| ae.encoder.conv_in.weight.grad(grads).is_some();
+
+    let direct = ae.encode(image01.clone()).unwrap();
+    assert!(
+        weight(&direct.clone().sum().backward()),
+        "the codec itself is tracked"
+    );
+    let latent = frozen.encode(image01.clone()).unwrap();
+    // Not bit-equal: under autodiff Burn runs the unfused attention of the mid block.
+    uno_testing::assert_close(&to_vec(latent.clone()), &to_vec(direct), 1e-5, 1e-5);
+    assert!(
+        !weight(&latent.clone().sum().backward()),
+        "FrozenCodec recorded a graph"
+    );
+
+    let sample = |codec: &dyn LatentCodec<A<B>>| {
+        to_vec(
+            codec
+                .encode_with(image01.clone(), LatentSampling::Sample, 5)
+                .unwrap(),
+        )
+    };
+    uno_testing::assert_close(&sample(&frozen), &sample(&ae), 1e-5, 1e-5);
+    let decoded = frozen.decode(latent.clone()).unwrap();
+    let direct = LatentCodec::decode(&ae, latent).unwrap();
+    uno_testing::assert_close(&to_vec(decoded), &to_vec(direct), 1e-5, 1e-5);
+    assert_eq!(
+        (
+            LatentCodec::<A<B>>::latent_channels(&frozen),
+            LatentCodec::<A<B>>::downsample(&frozen)
+        ),
+        (ae.latent_channels(), ae.downsample_factor())
+    );
+}
+
+/// A [`CachedCodec`] answers a repeated image from its cache with the very latents the
+/// codec draws (bit-equal, mean and sampled, any seed), counts hits and misses, keys by
+/// pixels (another image, or the same one shifted by one ulp-scale step, is a miss), never
+/// grows past its byte budget, and with a budget of 0 is the bare codec.
+fn latent_cache_is_exact<B: Backend>() {
+    let device = Default::default();
+    let f = Fixture::load("vision_vae.safetensors");
+    let ae = tiny_flux::<B>(&f, &device);
+    let image01 = (f.tensor::<B, 4>("input.image", &device) + 1.0) / 2.0;
+    let one = image01.clone().narrow(0, 0, 1);
+    let other = image01.narrow(0, 1, 1);
+    let draw = |codec: &dyn LatentCodec<B>, image: &Tensor<B, 4>, sampling, seed| {
+        to_vec(codec.encode_with(image.clone(), sampling, seed).unwrap())
+    };
+
+    let cache = LatentCache::new(1 << 20);
+    let cached = CachedCodec {
+        codec: &ae,
+        cache: &cache,
+    };
+    let mut expected_hits = 0;
+    for (k, (sampling, seed)) in [
+        (LatentSampling::Sample, 3),
+        (LatentSampling::Sample, 4),
+        (LatentSampling::Mean, 0),
+        (LatentSampling::Sample, 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let want = draw(&ae, &one, sampling, seed);
+        assert_eq!(draw(&cached, &one, sampling, seed), want, "call {k}");
+        expected_hits += u64::from(k > 0);
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.entries),
+        (expected_hits, 1, 1)
+    );
+    // One posterior: mean and logvar, [1, 4, 4, 6] f32 each.
+    let [_, _, h, w] = one.dims();
+    let cells = ae.latent_channels() * (h / 2) * (w / 2);
+    assert_eq!(stats.bytes, 2 * cells * 4);
+
+    // Keyed by the pixels: another image and a nudged copy are misses.
+    let nudged = one.clone() + 1e-3;
+    for image in [&other, &nudged] {
+        assert_eq!(
+            draw(&cached, image, LatentSampling::Sample, 9),
+            draw(&ae, image, LatentSampling::Sample, 9)
+        );
+    }
+    assert_eq!(cache.stats().misses, 3);
+
+    // A budget of one posterior keeps the first and stays within it.
+    let small = LatentCache::new(2 * cells * 4);
+    let cached = CachedCodec {
+        codec: &ae,
+        cache: &small,
+    };
+    for image in [&one, &other, &other, &one] {
+        draw(&cached, image, LatentSampling::Mean, 0);
+    }
+    let stats = small.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.entries, stats.bytes),
+        (1, 3, 1, 2 * cells * 4)
+    );
+
+    // Budget 0: the bare codec, nothing counted.
+    let off = LatentCache::new(0);
+    let cached = CachedCodec {
+        codec: &ae,
+        cache: &off,
+    };
+    assert_eq!(
+        draw(&cached, &one, LatentSampling::Sample, 3),
+        draw(&ae, &one, LatentSampling::Sample, 3)
+    );
+    assert_eq!(off.stats(), LatentCacheStats::default());
+}
+
 #[test]
 fn flux_config() {
     let cfg = FluxAeConfig::default();
@@ -430,5 +560,7 @@ uno_testing::backend_tests!(
     flux_rejects_bad_input,
     group_norm_matches_f64_on_large_groups,
     flux_sampling_is_seeded,
-    flux_samples_follow_the_posterior
+    flux_samples_follow_the_posterior,
+    frozen_codec_matches_the_codec,
+    latent_cache_is_exact
 );
