@@ -82,6 +82,13 @@ pub trait DataSource {
 
     /// The micro-batch at `position`; may draw from `rng` (shuffling, augmentation).
     fn batch(&mut self, position: u64, rng: &mut TrainRng) -> Result<Self::Batch, BoxError>;
+
+    /// Ids of the samples in the micro-batch at `position` (data set indexes, record ids),
+    /// logged with a skipped step so that a bad sample can be found. Default: none.
+    fn sample_ids(&self, position: u64) -> Vec<String> {
+        let _ = position;
+        Vec::new()
+    }
 }
 
 /// Closures `FnMut(position, &mut rng) -> Result<Batch, BoxError>` are data sources.
