@@ -105,7 +105,7 @@ pub struct GuardConfig {
     /// Abort (after saving a checkpoint) when this many steps in a row were skipped.
     pub max_consecutive_skips: u32,
     /// Abort when the running loss level exceeds this many times its best level
-    /// ([`crate::divergence`]); 0 disables the check.
+    /// ([`crate::divergence`]; default 100); 0 disables the check.
     pub divergence_factor: f64,
     /// Span, in applied steps, of the running loss level the divergence check uses.
     pub divergence_window: u64,
@@ -182,7 +182,7 @@ impl Default for GuardConfig {
     fn default() -> Self {
         Self {
             max_consecutive_skips: 5,
-            divergence_factor: 10.0,
+            divergence_factor: 100.0,
             divergence_window: 20,
         }
     }

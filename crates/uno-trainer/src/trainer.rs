@@ -253,6 +253,12 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         self.lock = Some(lock);
     }
 
+    /// Give back the lock given to [`hold_lock`](Self::hold_lock), e.g. to keep the
+    /// folder locked while writing final files after [`into_parts`](Self::into_parts).
+    pub fn take_lock(&mut self) -> Option<RunLock> {
+        self.lock.take()
+    }
+
     /// The model being trained.
     pub fn model(&self) -> &M {
         // Only `None` while a step is moving the weights; never observable from outside.

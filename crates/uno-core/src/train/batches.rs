@@ -67,6 +67,17 @@ impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
         let pack = PackedSequence::pack(&samples, &self.packing)?;
         Ok(TrainBatch { pack, images })
     }
+
+    /// The data set indexes of the micro-batch's items (`item 17`).
+    fn sample_ids(&self, position: u64) -> Vec<String> {
+        let len = self.dataset.len();
+        if len == 0 {
+            return Vec::new();
+        }
+        (0..self.batch_size)
+            .map(|j| format!("item {}", ((position as usize) * self.batch_size + j) % len))
+            .collect()
+    }
 }
 
 /// The pixels behind an item's image splits, in plan order: condition images (ViT or

@@ -6,11 +6,26 @@
 //! evaluation into the trainer's hook, trains (or resumes) and writes the final model and
 //! EMA weights. It prints nothing itself; the trainer's progress bar and summary follow
 //! `metrics.progress`.
+//!
+//! # Run safety
+//!
+//! Everything is read and checked before anything is written: the configuration, the
+//! model, the tokenizer, the data sets and the held-out set. Then the folder: one that
+//! holds a model no run wrote is refused ([`super::check_not_foreign`]); it is locked for
+//! the run's life (`uno_trainer::RunLock`, a second run is refused with the holder's PID);
+//! a new run refuses a folder with checkpoints, and a resume refuses settings that differ
+//! from the folder's record and would break exact resume ([`super::config_changes`])
+//! unless [`RunSpec::allow_config_change`]. Only then are the record (`run.toml`,
+//! `run_inputs.json`) and the configs written, each atomically.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use burn::tensor::backend::AutodiffBackend;
 
+use super::folder::check_not_foreign;
+use super::record::{RunInputs, config_changes, save_record};
 use super::{HeldOut, PackedBatches, RunConfig, RunError, UnoTrainee};
 use crate::bagel::{Bagel, BagelConfig, save_codec};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys};
@@ -18,7 +33,7 @@ use crate::data::{Dataset, ManifestDataset, SyntheticConfig, SyntheticScenes, Te
 use crate::objectives::ConditionDropoutConfig;
 use crate::packing::PackingConfig;
 use crate::trainer::checkpoint::latest_checkpoint;
-use crate::trainer::{TrainSummary, Trainer};
+use crate::trainer::{RunLock, TrainSummary, Trainer};
 use crate::vae::Codec;
 
 /// Micro-batches in the held-out evaluation set.
@@ -63,8 +78,16 @@ pub struct RunSpec {
     pub model: ModelSource,
     /// The data to train on.
     pub data: TrainData,
-    /// Continue from the newest checkpoint in `output_dir` (a fresh run when there is none).
+    /// Continue from the newest checkpoint in `output_dir` that verifies (a fresh run when
+    /// there is none).
     pub resume: bool,
+    /// On resume, accept settings that differ from the run's record although they break
+    /// exact resume (the differences are then recorded as the run's new settings).
+    pub allow_config_change: bool,
+    /// Stop request polled between steps (`uno_core::trainer::install_stop_signals` sets
+    /// one on SIGTERM / SIGINT): the run finishes its step, checkpoints and returns
+    /// `TrainError::Interrupted`.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a finished run leaves.
@@ -79,18 +102,22 @@ pub struct RunReport {
 
 /// Post-train a BAGEL model with UNO as `spec` says, on `device`.
 ///
-/// Every setting is checked before anything is written; a run folder that already holds
-/// checkpoints is refused unless `spec.resume`. A disabled objective (weight 0) gets no
-/// split in the data, so it costs no tokens.
+/// Every setting and input is checked before anything is written (see the module docs,
+/// "Run safety"); a run folder that already holds checkpoints is refused unless
+/// `spec.resume`. A disabled objective (weight 0) gets no split in the data, so it costs no
+/// tokens.
 pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunReport, RunError> {
     let RunSpec {
         config,
         model,
         data,
         resume,
+        allow_config_change,
+        stop,
     } = spec;
     config.validate()?;
     let out = config.trainer.output_dir.clone();
+    let inputs = RunInputs::of(&model, &data);
     // Burn's initialisers draw from the backend's global RNG: seed it so a run is
     // reproducible (the trainer seeds its own host RNG for data, noise and dropout).
     B::seed(device, config.trainer.seed);
@@ -134,27 +161,12 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     }
     config.apply_to(&mut model_config)?;
     model_config.validate()?;
-
-    if !resume && latest_checkpoint(&out)?.is_some() {
-        return Err(RunError::ExistingRun { dir: out });
-    }
-    std::fs::create_dir_all(&out).map_err(|source| RunError::Io {
-        action: "create",
-        path: out.clone(),
-        source,
-    })?;
-    // The output folder is a BAGEL folder: configs now, weights at the end.
-    model_config.save_folder(&out)?;
-    save_codec(&codec, &out)?;
-
-    let trainee = UnoTrainee::new(model, model_config.objective()?).with_codec(codec);
-    let mut trainer = if resume {
-        Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
-    } else {
-        Trainer::new(config.trainer.clone(), trainee, device.clone())?
-    };
     let packing = model_config.packing();
-    let summary = match (&data, &tokenizer) {
+    let objective = model_config.objective()?;
+
+    // The data and the held-out set, opened (and the held-out items read) before the
+    // folder is touched: a bad manifest must not leave a half-made run folder behind.
+    let prepared = match (&data, &tokenizer) {
         (TrainData::Manifest { manifest, eval, .. }, Some((text, _))) => {
             let open = |path: &Path| -> Result<ManifestDataset, RunError> {
                 Ok(
@@ -166,8 +178,7 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
                 Some(path) => Some(held_out(open(path)?, &config, &packing, device)?),
                 None => None,
             };
-            let train = batches(open(manifest)?, &config, &packing, device);
-            fit(&mut trainer, train, eval.as_ref())?
+            Prepared::Manifest(batches(open(manifest)?, &config, &packing, device), eval)
         }
         _ => {
             // Scenes the run never trains on: the same generator under another seed.
@@ -178,11 +189,45 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
             })?
             .with_supervision(supervision.0, supervision.1);
             let eval = held_out(unseen, &config, &packing, device)?;
-            let train = batches(synthetic, &config, &packing, device);
-            fit(&mut trainer, train, Some(&eval))?
+            Prepared::Synthetic(batches(synthetic, &config, &packing, device), eval)
         }
     };
-    // The trained model as a folder `ModelSource::Folder` can load.
+
+    // The folder: never another model's; then locked, then checked under the lock.
+    check_not_foreign(&out)?;
+    let lock = RunLock::acquire(&out)?;
+    let has_checkpoints = latest_checkpoint(&out)?.is_some();
+    if !resume && has_checkpoints {
+        return Err(RunError::ExistingRun { dir: out });
+    }
+    if resume && has_checkpoints && !allow_config_change {
+        let changes = config_changes(&out, &config, &inputs)?;
+        if !changes.is_empty() {
+            return Err(RunError::ConfigChanged { dir: out, changes });
+        }
+    }
+
+    // Writes: the record, then the folder's configs (weights at the end).
+    save_record(&out, &config, &inputs)?;
+    model_config.save_folder(&out)?;
+    save_codec(&codec, &out)?;
+
+    let trainee = UnoTrainee::new(model, objective).with_codec(codec);
+    let mut trainer = if resume {
+        Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
+    } else {
+        Trainer::new(config.trainer.clone(), trainee, device.clone())?
+    };
+    trainer.hold_lock(lock);
+    if let Some(flag) = stop {
+        trainer.set_stop_flag(flag);
+    }
+    let summary = match prepared {
+        Prepared::Manifest(train, eval) => fit(&mut trainer, train, eval.as_ref())?,
+        Prepared::Synthetic(train, eval) => fit(&mut trainer, train, Some(&eval))?,
+    };
+    // The trained model as a folder `ModelSource::Folder` can load (still under the lock).
+    let _lock = trainer.take_lock();
     let (model, ema) = trainer.into_parts()?;
     model
         .model
@@ -193,6 +238,14 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
         summary,
         output_dir: out,
     })
+}
+
+/// The training batches and held-out set of a run, ready before anything is written.
+enum Prepared<B: AutodiffBackend> {
+    /// A manifest, and an optional held-out manifest.
+    Manifest(PackedBatches<ManifestDataset, B>, Option<HeldOut<B>>),
+    /// The synthetic scenes and unseen scenes.
+    Synthetic(PackedBatches<SyntheticScenes, B>, HeldOut<B>),
 }
 
 /// A tokenizer must frame texts with the model's special tokens and produce ids the
