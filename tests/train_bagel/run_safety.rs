@@ -355,3 +355,45 @@ fn sigterm_leaves_a_checkpoint_that_resumes_exactly() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// A folder whose weights are NaN (a diverged run's) generates no PNG: the error names the
+/// folder, the prompt and the seed.
+#[test]
+fn generate_refuses_to_write_images_from_nan_weights() {
+    use uno_core::generate::{GenerateError, GridSpec, SamplerConfig, sample_grid};
+
+    let dir = run_dir("safety-nan-weights");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, model_config, model) = setup(10);
+    model_config.save_folder(&dir).unwrap();
+    let weights = dir.join("ema.safetensors");
+    model.save_safetensors(&weights, SaveDtype::F32).unwrap();
+    // Every f32 of the data section becomes a NaN (the header is 8 bytes of length, then
+    // JSON).
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    for value in bytes[header..].chunks_exact_mut(4) {
+        value.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(&weights, bytes).unwrap();
+    let grid = GridSpec {
+        model_dir: dir.clone(),
+        tokenizer: None,
+        prompts: vec!["a red circle".into()],
+        seeds: vec![3],
+        size: 16,
+        sampler: SamplerConfig {
+            steps: 2,
+            ..SamplerConfig::default()
+        },
+        caption: None,
+        out: None,
+    };
+    let err = sample_grid::<uno_core::backend::Flex>(&grid, &Default::default()).unwrap_err();
+    assert!(
+        matches!(&err, GenerateError::NonFinite { model_dir, prompt, seed: 3, count } if model_dir == &dir && prompt == "a red circle" && *count > 0),
+        "{err}"
+    );
+    assert!(!dir.join("samples.png").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
