@@ -397,3 +397,46 @@ fn generate_refuses_to_write_images_from_nan_weights() {
     assert!(!dir.join("samples.png").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What `inspect_checkpoint` checks (and fails on): weights whose shapes disagree with the
+/// folder's configs, read from the headers only.
+#[test]
+fn weights_that_disagree_with_the_configs_are_listed() {
+    use uno_core::bagel::{Bagel, BagelConfig};
+    use uno_core::checkpoint::WeightReader;
+
+    let dir = run_dir("safety-inspect");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, model_config, model) = setup(11);
+    model_config.save_folder(&dir).unwrap();
+    model
+        .save_safetensors(&dir.join("ema.safetensors"), SaveDtype::F32)
+        .unwrap();
+    let reader = WeightReader::open(dir.join("ema.safetensors")).unwrap();
+    let device = Default::default();
+    let described = |dir: &Path| -> Bagel<B> {
+        BagelConfig::from_folder(dir)
+            .unwrap()
+            .init::<B>(&device)
+            .unwrap()
+    };
+    assert_eq!(
+        described(&dir).weight_mismatches(&reader),
+        Vec::<String>::new()
+    );
+    // The configs edited to a wider MLP: every MLP weight now disagrees.
+    let mut wider = model_config.clone();
+    wider.llm.intermediate_size *= 2;
+    wider.save_folder(&dir).unwrap();
+    let problems = described(&dir).weight_mismatches(&reader);
+    assert_eq!(
+        problems.len(),
+        3 * 2 * wider.llm.num_hidden_layers,
+        "{problems:#?}"
+    );
+    assert!(
+        problems[0].contains("mlp") && problems[0].contains("in the config"),
+        "{problems:#?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
