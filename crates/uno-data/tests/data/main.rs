@@ -7,6 +7,8 @@ use uno_data::{
 };
 use uno_packing::{PackedSequence, PackingConfig, Sample, Supervision};
 
+mod fuzz;
+
 fn scenes() -> SyntheticScenes {
     SyntheticScenes::new(SyntheticConfig {
         len: 100,
