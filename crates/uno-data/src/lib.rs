@@ -18,7 +18,7 @@ mod manifest;
 mod synthetic;
 mod tokenizer;
 
-pub use error::DataError;
+pub use error::{DataError, MISSING_SHOWN};
 pub use image::{RgbImage, resize_to_bucket};
 pub use manifest::{ManifestDataset, ManifestRecord};
 pub use synthetic::{Scene, Shape, ShapeKind, SyntheticConfig, SyntheticScenes};
