@@ -440,3 +440,54 @@ fn weights_that_disagree_with_the_configs_are_listed() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A same-size byte flip in the newest checkpoint: the resume passes it over (and says so
+/// in the report), continues from the previous one, and ends byte for byte where the
+/// uninterrupted run ended. When no checkpoint verifies, the resume is refused and the
+/// folder is left as it was.
+#[test]
+fn a_corrupt_checkpoint_is_passed_over_and_the_run_still_ends_exactly() {
+    let device = Default::default();
+    let dir = run_dir("safety-flip");
+    run::<B>(spec(&dir, 4, &[]), &device).unwrap();
+    let straight = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let flip = |path: PathBuf| {
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+    };
+    flip(dir.join("step-000004").join("optimizer.mpk"));
+    let mut resume = spec(&dir, 4, &[]);
+    resume.resume = true;
+    let report = run::<B>(resume.clone(), &device).unwrap();
+    let [(path, reason)] = report.rejected_checkpoints.as_slice() else {
+        panic!("{:?}", report.rejected_checkpoints);
+    };
+    assert_eq!(path, &dir.join("step-000004"));
+    assert!(
+        reason.contains("optimizer.mpk") && reason.contains("checksum"),
+        "{reason}"
+    );
+    assert_eq!((report.summary.start_step, report.summary.end_step), (2, 4));
+    assert!(
+        std::fs::read(dir.join("model.safetensors")).unwrap() == straight,
+        "the run resumed from step 2 differs from the uninterrupted one"
+    );
+
+    for step in ["step-000002", "step-000004"] {
+        flip(dir.join(step).join("ema.safetensors"));
+    }
+    let before = snapshot(&dir);
+    let err = run::<B>(resume, &device).unwrap_err();
+    assert!(
+        matches!(&err, RunError::Trainer(TrainError::NoUsableCheckpoint { reasons, .. }) if reasons.len() == 2),
+        "{err}"
+    );
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "a refused resume wrote into the run"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

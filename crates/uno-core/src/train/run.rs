@@ -98,6 +98,9 @@ pub struct RunReport {
     /// The run folder: a BAGEL folder with the final `model.safetensors` and
     /// `ema.safetensors`, its configs, `metrics.jsonl` and checkpoints.
     pub output_dir: PathBuf,
+    /// Newer checkpoints a resume passed over because they failed verification (a
+    /// flipped byte, a truncated file), with the reason; empty when none was.
+    pub rejected_checkpoints: Vec<(PathBuf, String)>,
 }
 
 /// Post-train a BAGEL model with UNO as `spec` says, on `device`.
@@ -207,17 +210,20 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
         }
     }
 
-    // Writes: the record, then the folder's configs (weights at the end).
-    save_record(&out, &config, &inputs)?;
-    model_config.save_folder(&out)?;
-    save_codec(&codec, &out)?;
-
+    // The trainer, from the newest checkpoint that verifies: it only reads, so a folder
+    // whose checkpoints are all unusable is refused before the record is rewritten.
     let trainee = UnoTrainee::new(model, objective).with_codec(codec);
     let mut trainer = if resume {
         Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
     } else {
         Trainer::new(config.trainer.clone(), trainee, device.clone())?
     };
+    let rejected_checkpoints = trainer.rejected_checkpoints().to_vec();
+
+    // Writes: the record, then the folder's configs (weights at the end).
+    save_record(&out, &config, &inputs)?;
+    model_config.save_folder(&out)?;
+    save_codec(&trainer.model().codec, &out)?;
     trainer.hold_lock(lock);
     if let Some(flag) = stop {
         trainer.set_stop_flag(flag);
@@ -237,6 +243,7 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     Ok(RunReport {
         summary,
         output_dir: out,
+        rejected_checkpoints,
     })
 }
 
