@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uno_checkpoint::{sync_dir, write_synced};
 
-use crate::checksum::file_checksum;
+use crate::checksum::{bytes_checksum, file_checksum};
 use crate::error::{Result, TrainError};
 
 /// Name of the state file, written last.
@@ -58,6 +58,23 @@ pub struct TrainerState {
     /// (absent in format version 1).
     #[serde(default)]
     pub checksums: BTreeMap<String, String>,
+    /// XXH3-64 of this file's own pretty JSON written with this field absent, so that a
+    /// flipped digit in the state itself (a step, a data position) is caught too (absent
+    /// in format version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_checksum: Option<String>,
+}
+
+impl TrainerState {
+    /// The checksum of this state as [`CheckpointWriter::commit`] records it: of its
+    /// pretty JSON without `state_checksum`.
+    pub fn compute_checksum(&self) -> std::result::Result<String, serde_json::Error> {
+        let bare = Self {
+            state_checksum: None,
+            ..self.clone()
+        };
+        Ok(bytes_checksum(&serde_json::to_vec_pretty(&bare)?))
+    }
 }
 
 /// `step-000100` for step 100.
@@ -123,6 +140,17 @@ pub fn read_verified_state(dir: &Path) -> Result<TrainerState> {
             "format_version {} (expected 1 to {STATE_FORMAT_VERSION})",
             state.format_version
         )));
+    }
+    if state.format_version >= 2 {
+        let recorded = state.state_checksum.as_deref().unwrap_or("(none)");
+        let actual = state
+            .compute_checksum()
+            .map_err(|e| bad(format!("{STATE_FILE}: {e}")))?;
+        if recorded != actual {
+            return Err(bad(format!(
+                "{STATE_FILE} has checksum {actual}, {recorded} was written (corrupted)"
+            )));
+        }
     }
     if state.format_version >= 2 && state.checksums.len() != state.files.len() {
         return Err(bad(format!(
@@ -200,10 +228,12 @@ impl CheckpointWriter {
         state.checksums.clear();
         sync_tree(&self.tmp, &self.tmp, &mut state)?;
         let state_path = self.tmp.join(STATE_FILE);
-        let json = serde_json::to_vec_pretty(&state).map_err(|source| TrainError::Json {
+        let json_error = |source| TrainError::Json {
             path: state_path.clone(),
             source,
-        })?;
+        };
+        state.state_checksum = Some(state.compute_checksum().map_err(json_error)?);
+        let json = serde_json::to_vec_pretty(&state).map_err(json_error)?;
         write_synced(&state_path, &json)?;
         sync_dir(&self.tmp)?;
         // A checkpoint of the same step can exist (a periodic one, then an abort after

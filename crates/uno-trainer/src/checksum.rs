@@ -37,6 +37,12 @@ pub fn file_checksum(path: &Path) -> Result<(String, u64)> {
     Ok((format!("{:016x}", hasher.digest()), len))
 }
 
+/// The XXH3-64 of `bytes` as 16 lowercase hex digits (what [`file_checksum`] gives for a
+/// file holding them).
+pub fn bytes_checksum(bytes: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,7 +57,7 @@ mod tests {
         assert_eq!(len, bytes.len() as u64);
         assert_eq!(
             sum,
-            format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)),
+            bytes_checksum(&bytes),
             "streaming over chunks equals the one-shot hash"
         );
         bytes[CHUNK + 5] ^= 1;

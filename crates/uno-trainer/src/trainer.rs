@@ -484,6 +484,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 .collect(),
             files: BTreeMap::new(),
             checksums: BTreeMap::new(),
+            state_checksum: None,
         };
         let dir = writer.commit(state)?;
         prune_checkpoints(&root, self.config.checkpoint.keep_last)?;

@@ -246,6 +246,24 @@ fn a_flipped_byte_is_detected_and_resume_falls_back() {
         );
         fs::write(newest.join(file), original).unwrap();
     }
+    // A flipped digit in the state itself: the step-4 state claims another data position.
+    let state_path = newest.join("trainer_state.json");
+    let original = fs::read_to_string(&state_path).unwrap();
+    let flipped = original.replace("\"data_position\": 4", "\"data_position\": 5");
+    assert_ne!(flipped, original);
+    fs::write(&state_path, flipped).unwrap();
+    let resumed =
+        Trainer::resume_or_new(config.clone(), toy::toy::<Ad>(70, &device), device).unwrap();
+    assert_eq!(resumed.step(), 2);
+    let [(_, reason)] = resumed.rejected_checkpoints() else {
+        panic!("{:?}", resumed.rejected_checkpoints());
+    };
+    assert!(
+        reason.contains("trainer_state.json has checksum"),
+        "{reason}"
+    );
+    fs::write(&state_path, original).unwrap();
+
     // Intact again: the newest loads.
     let resumed =
         Trainer::resume_or_new(config.clone(), toy::toy::<Ad>(70, &device), device).unwrap();
