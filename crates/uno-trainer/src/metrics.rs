@@ -52,8 +52,9 @@ pub struct StepMetrics {
     /// Why a skipped step was skipped (`non-finite loss` or `non-finite gradient norm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
-    /// For a skipped step: the ids of the samples of its micro-batches, as the data source
-    /// names them ([`crate::DataSource::sample_ids`]), so that a bad sample can be found.
+    /// For a skipped step: the ids of the samples of the micro-batches it read (up to the
+    /// non-finite one), as the data source names them ([`crate::DataSource::sample_ids`]),
+    /// so that a bad sample can be found.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample_ids: Vec<String>,
 }

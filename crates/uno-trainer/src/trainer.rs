@@ -340,12 +340,15 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         let (mut tokens, mut samples) = (0u64, 0u64);
         let mut finite = true;
         let mut skip_reason = None;
+        // End of the positions actually read (a non-finite micro-batch stops the step).
+        let mut read_end = first_position;
         for micro in 0..k {
             let position = self.data_position;
             let batch = data
                 .batch(position, &mut self.rng)
                 .map_err(|source| TrainError::Data { position, source })?;
             self.data_position += 1;
+            read_end = self.data_position;
             let ctx = StepContext {
                 step: self.step,
                 micro_batch: micro,
@@ -424,7 +427,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         if skipped {
             self.consecutive_skips += 1;
             self.skipped_total += 1;
-            sample_ids = (first_position..self.data_position)
+            sample_ids = (first_position..read_end)
                 .flat_map(|p| data.sample_ids(p))
                 .collect();
         }
