@@ -93,6 +93,68 @@ fn a_locked_folder_refuses_a_second_run() {
     assert_eq!(summary.end_step, 8);
 }
 
+/// Environment variable naming the folder [`lock_holder_child`] locks.
+const LOCK_CHILD_DIR: &str = "UNO_TEST_LOCK_CHILD_DIR";
+
+/// Not a test on its own (ignored): the child process of
+/// [`a_lock_held_by_another_process_refuses_and_dies_with_it`]. Locks the folder, says so
+/// with a `ready` file, and holds the lock until a `release` file appears (or 30 s).
+#[test]
+#[ignore = "child process of a_lock_held_by_another_process_refuses_and_dies_with_it"]
+fn lock_holder_child() {
+    let Ok(dir) = std::env::var(LOCK_CHILD_DIR) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let _lock = RunLock::acquire(dir).unwrap();
+    fs::write(dir.join("ready"), b"").unwrap();
+    let started = std::time::Instant::now();
+    while !dir.join("release").exists() && started.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Two processes: while one holds the folder, the other is refused with the holder's PID;
+/// once the holder is killed (`kill -9`, no chance to clean up) the folder is free.
+#[test]
+fn a_lock_held_by_another_process_refuses_and_dies_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "safety::lock_holder_child",
+            "--ignored",
+            "--quiet",
+        ])
+        .env(LOCK_CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !dir.path().join("ready").exists() {
+        assert!(started.elapsed().as_secs() < 20, "the child never locked");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let err = RunLock::acquire(dir.path()).unwrap_err();
+    let pid = child.id();
+    assert!(
+        matches!(&err, TrainError::Locked { holder: Some(h), .. } if *h == pid),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&format!("process {pid}")), "{err}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let lock = RunLock::acquire(dir.path()).unwrap();
+    assert_eq!(lock.dir(), dir.path());
+    assert_eq!(
+        fs::read_to_string(dir.path().join("run.lock"))
+            .unwrap()
+            .trim(),
+        std::process::id().to_string(),
+        "the new holder's PID"
+    );
+}
+
 /// Non-finite steps are skipped and logged with their reason and the ids of the samples
 /// read; N in a row abort with a checkpoint of the last good state.
 #[test]
