@@ -10,16 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use proptest::prelude::*;
 use uno_data::{Dataset, ManifestDataset, SyntheticConfig, SyntheticScenes};
 
-/// Image paths the records may name (written by the test: see `fuzz_manifest_reader`).
-const PATHS: [&str; 7] = [
-    "ok.png",
-    "garbage.png",
-    "empty.png",
-    "missing.png",
-    "sub",
-    "../outside.png",
-    "",
-];
+/// Image files the test writes (a valid PNG, garbage behind a PNG signature, an empty
+/// file): records naming only these get past the up-front existence check to decoding.
+const PRESENT: [&str; 3] = ["ok.png", "garbage.png", "empty.png"];
+/// Paths that are not image files: missing, a folder, outside the folder, empty.
+const ABSENT: [&str; 4] = ["missing.png", "sub", "../outside.png", ""];
 
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -31,7 +26,8 @@ fn text() -> impl Strategy<Value = String> {
 
 fn path() -> impl Strategy<Value = serde_json::Value> {
     prop_oneof![
-        6 => prop::sample::select(PATHS.to_vec()).prop_map(serde_json::Value::from),
+        12 => prop::sample::select(PRESENT.to_vec()).prop_map(serde_json::Value::from),
+        2 => prop::sample::select(ABSENT.to_vec()).prop_map(serde_json::Value::from),
         1 => any::<i64>().prop_map(serde_json::Value::from),
         1 => Just(serde_json::Value::Null),
     ]
