@@ -3,7 +3,8 @@
 //!
 //! * `run.toml`: the whole resolved [`RunConfig`] (loadable again with
 //!   `RunConfig::load(Some("run.toml"))` or `train_bagel --config`);
-//! * `run_inputs.json`: the model and data the run trains ([`RunInputs`]).
+//! * `run_inputs.json`: the model and data the run trains, and the backend it computes
+//!   with ([`RunInputs`]).
 //!
 //! On resume, [`config_changes`] lists every setting that differs from the record and
 //! would make the resumed run differ from an uninterrupted one; [`super::run`] refuses them
@@ -48,6 +49,10 @@ pub struct RunInputs {
     pub tokenizer: Option<PathBuf>,
     /// The held-out manifest.
     pub eval: Option<PathBuf>,
+    /// The backend and float type (`autodiff<flex> f32`): another backend or precision
+    /// computes other floats, so it breaks exact resume too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 impl RunInputs {
@@ -63,6 +68,7 @@ impl RunInputs {
                 data: "synthetic".into(),
                 tokenizer: None,
                 eval: None,
+                backend: None,
             },
             TrainData::Manifest {
                 manifest,
@@ -73,7 +79,16 @@ impl RunInputs {
                 data: manifest.display().to_string(),
                 tokenizer: Some(tokenizer.clone()),
                 eval: eval.clone(),
+                backend: None,
             },
+        }
+    }
+
+    /// The same inputs, trained on `backend` (e.g. `autodiff<flex> f32`).
+    pub fn with_backend(self, backend: impl Into<String>) -> Self {
+        Self {
+            backend: Some(backend.into()),
+            ..self
         }
     }
 }
@@ -219,6 +234,14 @@ mod tests {
                 "loss.caption: 0.1 -> 0.0",
                 "seed: 0 -> 1",
             ]
+        );
+        // Another backend or float type computes other floats.
+        let flex = inputs.clone().with_backend("autodiff<flex> f32");
+        save_record(dir.path(), &config, &flex).unwrap();
+        let ndarray = inputs.clone().with_backend("autodiff<ndarray> f32");
+        assert_eq!(
+            config_changes(dir.path(), &config, &ndarray).unwrap(),
+            ["inputs.backend: \"autodiff<flex> f32\" -> \"autodiff<ndarray> f32\""]
         );
         // Under a constant schedule, more iterations only extend the run.
         let constant = config.with_overrides(&["schedule.kind=constant"]).unwrap();

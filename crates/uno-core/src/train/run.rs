@@ -120,7 +120,11 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     } = spec;
     config.validate()?;
     let out = config.trainer.output_dir.clone();
-    let inputs = RunInputs::of(&model, &data);
+    let inputs = RunInputs::of(&model, &data).with_backend(format!(
+        "{} {}",
+        B::name(device),
+        std::any::type_name::<B::FloatElem>()
+    ));
     // Burn's initialisers draw from the backend's global RNG: seed it so a run is
     // reproducible (the trainer seeds its own host RNG for data, noise and dropout).
     B::seed(device, config.trainer.seed);
