@@ -474,6 +474,14 @@ fn a_corrupt_checkpoint_is_passed_over_and_the_run_still_ends_exactly() {
         std::fs::read(dir.join("model.safetensors")).unwrap() == straight,
         "the run resumed from step 2 differs from the uninterrupted one"
     );
+    // The corrupt one was set aside (kept, never resumed or counted), the new one written.
+    assert!(dir.join("step-000004.rejected").is_dir());
+    let steps: Vec<u64> = uno_core::trainer::checkpoint::list_checkpoints(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, [2, 4]);
 
     for step in ["step-000002", "step-000004"] {
         flip(dir.join(step).join("ema.safetensors"));

@@ -502,8 +502,9 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
     ///
     /// Before the first step it locks the output folder ([`RunLock`], unless the trainer
     /// already [holds](Self::hold_lock) it), removes leftovers of killed writes
-    /// ([`crate::leftovers`]) and cuts `metrics.jsonl` back to the current state
-    /// ([`trim_metrics`]).
+    /// ([`crate::leftovers`]), renames the checkpoints the resume passed over to
+    /// `step-XXXXXX.rejected` (so that they neither outrank nor prune the new ones) and
+    /// cuts `metrics.jsonl` back to the current state ([`trim_metrics`]).
     ///
     /// Stops early with an error:
     /// * after `guards.max_consecutive_skips` skipped steps in a row: saves a checkpoint
@@ -528,6 +529,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             None => Some(RunLock::acquire(&self.config.output_dir)?),
         };
         remove_stale_leftovers(&self.config.output_dir)?;
+        self.set_rejected_aside()?;
         trim_metrics(&self.config.output_dir, self.step, self.data_position)?;
         let mut metrics = MetricsWriter::open(&self.config.output_dir)?;
         let progress = Progress::new(
@@ -613,6 +615,26 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
 }
 
 impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
+    /// Rename the checkpoints the resume passed over to `step-XXXXXX.rejected` (kept for
+    /// inspection, never resumed from, never counted by `keep_last`): left under their
+    /// names, a corrupt newer checkpoint would outrank, and make pruning delete, the good
+    /// ones this run writes.
+    fn set_rejected_aside(&self) -> Result<()> {
+        for (dir, _) in &self.rejected {
+            if !dir.is_dir() {
+                continue;
+            }
+            let mut aside = dir.with_extension("rejected");
+            let mut n = 1;
+            while aside.exists() {
+                aside = dir.with_extension(format!("rejected-{n}"));
+                n += 1;
+            }
+            std::fs::rename(dir, &aside).map_err(|e| TrainError::io("rename", dir, e))?;
+        }
+        Ok(())
+    }
+
     /// A checkpoint of the current step: the last one written when it is of this step,
     /// else a new one.
     fn checkpoint_now(&mut self) -> Result<PathBuf> {
