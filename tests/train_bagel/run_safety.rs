@@ -297,10 +297,23 @@ fn sigterm_leaves_a_checkpoint_that_resumes_exactly() {
 
     let device = Default::default();
     let (straight, split) = (run_dir("safety-straight"), run_dir("safety-sigterm"));
+    // Both runs start from one folder's weights: a `Tiny` model draws its initial weights
+    // from Burn's process-global RNG, which tests running in parallel draw from too.
+    let source = run_dir("safety-sigterm-source");
+    std::fs::create_dir_all(&source).unwrap();
+    let (_, model_config, model) = setup(12);
+    model_config.save_folder(&source).unwrap();
+    model
+        .save_safetensors(&source.join("ema.safetensors"), SaveDtype::F32)
+        .unwrap();
     let settings = ["checkpoint.every=0"];
-    run::<B>(spec(&straight, 8, &settings), &device).unwrap();
+    let spec = |dir: &Path| RunSpec {
+        model: ModelSource::Folder(source.clone()),
+        ..spec(dir, 8, &settings)
+    };
+    run::<B>(spec(&straight), &device).unwrap();
 
-    let mut interrupted = spec(&split, 8, &settings);
+    let mut interrupted = spec(&split);
     interrupted.stop = Some(install_stop_signals().unwrap());
     let metrics = split.join("metrics.jsonl");
     let watcher = std::thread::spawn(move || {
@@ -324,7 +337,7 @@ fn sigterm_leaves_a_checkpoint_that_resumes_exactly() {
     assert_eq!(checkpoint, &split.join(format!("step-{step:06}")));
     assert!(!split.join("model.safetensors").exists());
 
-    let mut resume = spec(&split, 8, &settings);
+    let mut resume = spec(&split);
     resume.resume = true;
     let report = run::<B>(resume, &device).unwrap();
     assert_eq!(
@@ -351,7 +364,7 @@ fn sigterm_leaves_a_checkpoint_that_resumes_exactly() {
         })
         .collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>(), "each step logged once");
-    for dir in [straight, split] {
+    for dir in [straight, split, source] {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
