@@ -11,13 +11,20 @@
 //! manifest.jsonl --tokenizer tokenizer.json` (real images), `--model-dir DIR` (a BAGEL
 //! folder, e.g. one written by this example), `--backend flex|ndarray|wgpu|cuda`,
 //! `--ablation sft|language|visual|joint` (paper Table 7: sets the `[loss]` weights after
-//! `--config` and before `--set`), `--resume` to continue the latest checkpoint.
+//! `--config` and before `--set`), `--resume` to continue the latest checkpoint
+//! (`--allow-config-change` to resume with settings that break exact resume).
+//!
+//! SIGTERM / SIGINT finish the current step, write a checkpoint and exit with status 75
+//! (EX_TEMPFAIL: resume to continue); a second signal exits at once with status 130.
 
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use uno_core::burn::tensor::backend::AutodiffBackend;
-use uno_core::train::{Ablation, BatchFill, ModelSource, RunConfig, RunSpec, TrainData, run};
+use uno_core::train::{
+    Ablation, BatchFill, ModelSource, RunConfig, RunError, RunSpec, TrainData, run,
+};
+use uno_core::trainer::{TrainError, install_stop_signals};
 
 #[path = "shared/backend.rs"]
 mod backend;
@@ -59,7 +66,14 @@ struct Args {
     /// Continue from the latest checkpoint in the output folder.
     #[arg(long)]
     resume: bool,
+    /// With --resume: accept changed settings even where they break exact resume.
+    #[arg(long, requires = "resume")]
+    allow_config_change: bool,
 }
+
+/// Exit status after a stop on SIGTERM / SIGINT with a checkpoint written (EX_TEMPFAIL
+/// of sysexits.h: a temporary failure, retry by resuming).
+const EXIT_INTERRUPTED: i32 = 75;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum AblationChoice {
@@ -84,7 +98,11 @@ fn main() {
     let args = Args::parse();
     if let Err(e) = dispatch(args) {
         eprintln!("error: {e}");
-        std::process::exit(1);
+        let interrupted = matches!(
+            e.downcast_ref::<RunError>(),
+            Some(RunError::Trainer(TrainError::Interrupted { .. }))
+        );
+        std::process::exit(if interrupted { EXIT_INTERRUPTED } else { 1 });
     }
 }
 
@@ -137,6 +155,8 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
             _ => TrainData::Synthetic,
         },
         resume: args.resume,
+        allow_config_change: args.allow_config_change,
+        stop: Some(install_stop_signals()?),
     };
     let report = run::<B>(spec, &Default::default())?;
     println!(

@@ -14,6 +14,9 @@ use uno_core::trainer::{ScheduleKind, TrainConfig, Trainer};
 
 type B = Autodiff<Flex>;
 
+#[path = "train_bagel/run_safety.rs"]
+mod run_safety;
+
 fn run_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("uno-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -402,6 +405,9 @@ fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
         model: ModelSource::Tiny,
         data: TrainData::Synthetic,
         resume,
+        // Resumed with more iterations: the cosine schedule changes.
+        allow_config_change: true,
+        stop: None,
     };
     let report = run::<B>(spec(4, false), &device).unwrap();
     assert_eq!((report.summary.end_step, report.summary.skipped), (4, 0));
@@ -532,6 +538,10 @@ fn flux_folder_trains_resumes_exactly_and_generates() {
         model: ModelSource::Folder(source.clone()),
         data: TrainData::Synthetic,
         resume,
+        // Resumed with more iterations (the first two steps' learning rates are the same
+        // under both lengths, so the runs still agree).
+        allow_config_change: true,
+        stop: None,
     };
     let (straight, split) = (run_dir("flux-straight"), run_dir("flux-split"));
     run::<B>(spec(&straight, 4, false), &device).unwrap();
@@ -605,6 +615,8 @@ fn a_folder_model_refuses_the_synthetic_vocabulary() {
         model: ModelSource::Folder(source.clone()),
         data: TrainData::Synthetic,
         resume: false,
+        allow_config_change: false,
+        stop: None,
     };
     let err = run::<B>(spec, &device).unwrap_err();
     assert!(

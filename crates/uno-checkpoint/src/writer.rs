@@ -265,6 +265,17 @@ impl<'a> WeightWriter<'a> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         });
+        // safetensors writes through its own `tempfile` (mode 0600) renamed over `tmp`: note
+        // the mode an ordinary create gives (0666 less the umask, as every other file of a
+        // model folder has) and put it back afterwards.
+        let mode = std::fs::File::create(tmp)
+            .and_then(|f| f.metadata())
+            .map(|m| m.permissions())
+            .map_err(|source| CheckpointError::Io {
+                action: "create",
+                path: tmp.to_path_buf(),
+                source,
+            })?;
         let written = safetensors::serialize_to_file(views, metadata, tmp);
         // A tensor that failed to convert is the root cause of whatever followed.
         if let Some(e) = error.into_inner() {
@@ -280,6 +291,11 @@ impl<'a> WeightWriter<'a> {
                 path: path.to_path_buf(),
                 reason: other.to_string(),
             },
+        })?;
+        std::fs::set_permissions(tmp, mode).map_err(|source| CheckpointError::Io {
+            action: "set the permissions of",
+            path: tmp.to_path_buf(),
+            source,
         })
     }
 }

@@ -23,6 +23,19 @@ pub enum DataError {
         /// What is wrong (the JSON error and the expected record shapes).
         message: String,
     },
+    /// Image files a manifest names that are not there, all of them, found when the
+    /// manifest is opened (not one at a time, hours into a run).
+    #[error(
+        "{path}: {} image file(s) missing: {}",
+        .missing.len(),
+        missing_list(.missing)
+    )]
+    MissingImages {
+        /// The manifest file.
+        path: PathBuf,
+        /// `(line, resolved image path)` of every missing file, in file order.
+        missing: Vec<(usize, PathBuf)>,
+    },
     /// An image that could not be opened, decoded or saved.
     #[error("cannot decode image {path}: {message}")]
     Image {
@@ -55,4 +68,20 @@ pub enum DataError {
     /// An invalid data-set setting (a bad [`crate::SyntheticConfig`]).
     #[error("invalid data config: {0}")]
     Config(String),
+}
+
+/// Missing files shown in a [`DataError::MissingImages`] message; the rest are counted.
+pub const MISSING_SHOWN: usize = 10;
+
+fn missing_list(missing: &[(usize, PathBuf)]) -> String {
+    let mut text = missing
+        .iter()
+        .take(MISSING_SHOWN)
+        .map(|(line, path)| format!("{} (line {line})", path.display()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if missing.len() > MISSING_SHOWN {
+        text.push_str(&format!(" and {} more", missing.len() - MISSING_SHOWN));
+    }
+    text
 }

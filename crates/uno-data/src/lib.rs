@@ -21,7 +21,7 @@ mod synthetic;
 mod tokenizer;
 mod transform;
 
-pub use error::DataError;
+pub use error::{DataError, MISSING_SHOWN};
 pub use image::RgbImage;
 pub use manifest::{ManifestDataset, ManifestRecord};
 pub use order::EpochOrder;

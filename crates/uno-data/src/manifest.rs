@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Relative paths are resolved against the manifest's folder. Records are parsed and
-//! checked when the manifest is opened (errors name the line); images are read lazily.
+//! checked when the manifest is opened (errors name the line), and every image file they
+//! name must exist then (one error lists all missing files); images are decoded lazily.
 
 use std::path::{Path, PathBuf};
 
@@ -67,7 +68,9 @@ impl ManifestDataset {
             path: path.to_path_buf(),
             source,
         })?;
+        let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let mut records = Vec::new();
+        let mut missing = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -80,7 +83,23 @@ impl ManifestDataset {
                         "{e} (expected {{image, prompt, recaption}} or {{source, instruction, target, target_caption}})"
                     ),
                 })?;
+            let images = match &record {
+                ManifestRecord::TextToImage { image, .. } => vec![image],
+                ManifestRecord::Edit { source, target, .. } => vec![source, target],
+            };
+            for image in images {
+                let full = root.join(image);
+                if !full.is_file() {
+                    missing.push((i + 1, full));
+                }
+            }
             records.push(record);
+        }
+        if !missing.is_empty() {
+            return Err(DataError::MissingImages {
+                path: path.to_path_buf(),
+                missing,
+            });
         }
         if records.is_empty() {
             return Err(DataError::Manifest {
@@ -90,7 +109,7 @@ impl ManifestDataset {
             });
         }
         Ok(Self {
-            root: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            root,
             records,
             tokenizer,
             transforms,

@@ -9,10 +9,14 @@
 //!   tolerance and name the first offending index.
 //! * [`Fixture`] reads the safetensors files the reference scripts under `tools/` write.
 //! * [`bf16_child`] runs a test again in a child process with bf16 as the default float.
+//! * [`fuzz`] runs a fuzz target on proptest-generated inputs: a seeded pass in CI, a timed
+//!   random run with `UNO_FUZZ_SECONDS`.
 
 mod fixture;
+mod fuzz;
 
 pub use fixture::Fixture;
+pub use fuzz::{CI_CASES, CI_SEED, SECONDS_VAR, fuzz};
 
 use burn::tensor::{Tensor, backend::Backend};
 

@@ -6,8 +6,10 @@
 //! `trainer_state.json` (with the size of every other file) is written last and fsynced,
 //! and the directory is renamed to its final name (then the parent is fsynced). A process
 //! killed at any point leaves either a `.tmp-*` directory, which resume never considers, or
-//! a complete checkpoint. Resume additionally checks the recorded file sizes and refuses a
-//! final-named directory that does not match, rather than load corrupt state.
+//! a complete checkpoint. Resume additionally checks the recorded file sizes and checksums
+//! (XXH3-64, [`crate::checksum`]) and refuses a final-named directory that does not match,
+//! rather than load corrupt state; [`crate::Trainer::resume_or_new`] then falls back to the
+//! newest checkpoint that verifies.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -16,14 +18,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uno_checkpoint::{sync_dir, write_synced};
 
+use crate::checksum::{bytes_checksum, file_checksum};
 use crate::error::{Result, TrainError};
 
 /// Name of the state file, written last.
 pub const STATE_FILE: &str = "trainer_state.json";
 /// Name of the optimizer state file (Burn named-msgpack record).
 pub const OPTIMIZER_FILE: &str = "optimizer.mpk";
-/// Version of [`TrainerState`]'s layout.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+/// Version of [`TrainerState`]'s layout: 2 added `checksums`. Version 1 states (sizes only)
+/// are still read.
+pub const STATE_FORMAT_VERSION: u32 = 2;
 
 /// Everything besides tensors that resume needs (`trainer_state.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +57,27 @@ pub struct TrainerState {
     /// The data source's own state ([`crate::DataSource::state`]), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_state: Option<serde_json::Value>,
+    /// Relative path and XXH3-64 (16 hex digits) of every other file in the checkpoint
+    /// (absent in format version 1).
+    #[serde(default)]
+    pub checksums: BTreeMap<String, String>,
+    /// XXH3-64 of this file's own pretty JSON written with this field absent, so that a
+    /// flipped digit in the state itself (a step, a data position) is caught too (absent
+    /// in format version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_checksum: Option<String>,
+}
+
+impl TrainerState {
+    /// The checksum of this state as [`CheckpointWriter::commit`] records it: of its
+    /// pretty JSON without `state_checksum`.
+    pub fn compute_checksum(&self) -> std::result::Result<String, serde_json::Error> {
+        let bare = Self {
+            state_checksum: None,
+            ..self.clone()
+        };
+        Ok(bytes_checksum(&serde_json::to_vec_pretty(&bare)?))
+    }
 }
 
 /// `step-000100` for step 100.
@@ -101,7 +126,8 @@ pub fn latest_checkpoint(root: &Path) -> Result<Option<(u64, PathBuf)>> {
 }
 
 /// Read `trainer_state.json` of `dir` and check that every recorded file is present with its
-/// recorded size.
+/// recorded size and checksum. Reads every file once (the checksum); a failure is
+/// [`TrainError::BadCheckpoint`] naming the file.
 pub fn read_verified_state(dir: &Path) -> Result<TrainerState> {
     let bad = |reason: String| TrainError::BadCheckpoint {
         path: dir.to_path_buf(),
@@ -112,19 +138,47 @@ pub fn read_verified_state(dir: &Path) -> Result<TrainerState> {
         .map_err(|e| bad(format!("cannot read {STATE_FILE}: {e}")))?;
     let state: TrainerState =
         serde_json::from_str(&text).map_err(|e| bad(format!("{STATE_FILE}: {e}")))?;
-    if state.format_version != STATE_FORMAT_VERSION {
+    if !(1..=STATE_FORMAT_VERSION).contains(&state.format_version) {
         return Err(bad(format!(
-            "format_version {} (expected {STATE_FORMAT_VERSION})",
+            "format_version {} (expected 1 to {STATE_FORMAT_VERSION})",
             state.format_version
         )));
     }
+    if state.format_version >= 2 {
+        let recorded = state.state_checksum.as_deref().unwrap_or("(none)");
+        let actual = state
+            .compute_checksum()
+            .map_err(|e| bad(format!("{STATE_FILE}: {e}")))?;
+        if recorded != actual {
+            return Err(bad(format!(
+                "{STATE_FILE} has checksum {actual}, {recorded} was written (corrupted)"
+            )));
+        }
+    }
+    if state.format_version >= 2 && state.checksums.len() != state.files.len() {
+        return Err(bad(format!(
+            "{STATE_FILE} records {} files but {} checksums",
+            state.files.len(),
+            state.checksums.len()
+        )));
+    }
     for (name, size) in &state.files {
-        let actual = fs::metadata(dir.join(name))
+        let path = dir.join(name);
+        let actual = fs::metadata(&path)
             .map_err(|e| bad(format!("file {name}: {e}")))?
             .len();
         if actual != *size {
             return Err(bad(format!(
                 "file {name} has {actual} bytes, {size} were written"
+            )));
+        }
+        let Some(expected) = state.checksums.get(name) else {
+            continue; // format version 1: sizes only
+        };
+        let (sum, _) = file_checksum(&path).map_err(|e| bad(format!("file {name}: {e}")))?;
+        if &sum != expected {
+            return Err(bad(format!(
+                "file {name} has checksum {sum}, {expected} was written (corrupted)"
             )));
         }
     }
@@ -174,12 +228,15 @@ impl CheckpointWriter {
     /// Returns the final directory.
     pub fn commit(mut self, mut state: TrainerState) -> Result<PathBuf> {
         state.files.clear();
-        sync_tree(&self.tmp, &self.tmp, &mut state.files)?;
+        state.checksums.clear();
+        sync_tree(&self.tmp, &self.tmp, &mut state)?;
         let state_path = self.tmp.join(STATE_FILE);
-        let json = serde_json::to_vec_pretty(&state).map_err(|source| TrainError::Json {
+        let json_error = |source| TrainError::Json {
             path: state_path.clone(),
             source,
-        })?;
+        };
+        state.state_checksum = Some(state.compute_checksum().map_err(json_error)?);
+        let json = serde_json::to_vec_pretty(&state).map_err(json_error)?;
         write_synced(&state_path, &json)?;
         sync_dir(&self.tmp)?;
         // A checkpoint of the same step can exist (a periodic one, then an abort after
@@ -229,9 +286,9 @@ pub fn prune_checkpoints(root: &Path, keep_last: usize) -> Result<Vec<PathBuf>> 
     Ok(removed)
 }
 
-/// Fsync every file under `dir` (recursively) and record its size, keyed by its path
-/// relative to `base` with `/` separators.
-fn sync_tree(base: &Path, dir: &Path, files: &mut BTreeMap<String, u64>) -> Result<()> {
+/// Fsync every file under `dir` (recursively) and record its size and checksum in `state`,
+/// keyed by its path relative to `base` with `/` separators.
+fn sync_tree(base: &Path, dir: &Path, state: &mut TrainerState) -> Result<()> {
     let entries = fs::read_dir(dir).map_err(|e| TrainError::io("list", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| TrainError::io("list", dir, e))?;
@@ -240,7 +297,7 @@ fn sync_tree(base: &Path, dir: &Path, files: &mut BTreeMap<String, u64>) -> Resu
             .file_type()
             .map_err(|e| TrainError::io("stat", &path, e))?;
         if kind.is_dir() {
-            sync_tree(base, &path, files)?;
+            sync_tree(base, &path, state)?;
             sync_dir(&path)?;
         } else {
             let file = File::open(&path).map_err(|e| TrainError::io("open", &path, e))?;
@@ -257,7 +314,10 @@ fn sync_tree(base: &Path, dir: &Path, files: &mut BTreeMap<String, u64>) -> Resu
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            files.insert(rel, size);
+            // Read back once written: the checksum covers the file as the writer left it.
+            let (sum, _) = file_checksum(&path)?;
+            state.files.insert(rel.clone(), size);
+            state.checksums.insert(rel, sum);
         }
     }
     Ok(())

@@ -98,12 +98,17 @@ pub struct CheckpointConfig {
     pub keep_last: usize,
 }
 
-/// Guards against non-finite losses and gradients.
+/// Guards against non-finite losses and gradients, and against divergence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GuardConfig {
     /// Abort (after saving a checkpoint) when this many steps in a row were skipped.
     pub max_consecutive_skips: u32,
+    /// Abort when the running loss level exceeds this many times its best level
+    /// ([`crate::divergence`]; default 100); 0 disables the check.
+    pub divergence_factor: f64,
+    /// Span, in applied steps, of the running loss level the divergence check uses.
+    pub divergence_window: u64,
 }
 
 /// Logging settings.
@@ -177,6 +182,8 @@ impl Default for GuardConfig {
     fn default() -> Self {
         Self {
             max_consecutive_skips: 5,
+            divergence_factor: 100.0,
+            divergence_window: 20,
         }
     }
 }
@@ -282,6 +289,19 @@ impl TrainConfig {
         }
         if self.guards.max_consecutive_skips == 0 {
             return bad("guards.max_consecutive_skips", 0, "must be at least 1");
+        }
+        let g = &self.guards;
+        if !(g.divergence_factor == 0.0
+            || (g.divergence_factor.is_finite() && g.divergence_factor > 1.0))
+        {
+            return bad(
+                "guards.divergence_factor",
+                g.divergence_factor,
+                "must be 0 (off) or finite and > 1",
+            );
+        }
+        if g.divergence_window == 0 {
+            return bad("guards.divergence_window", 0, "must be at least 1");
         }
         if self.metrics.summary_window == 0 {
             return bad("metrics.summary_window", 0, "must be at least 1");

@@ -125,6 +125,71 @@ pub enum TrainError {
         /// Where the last good state was saved.
         checkpoint: PathBuf,
     },
+    /// The loss diverged: its running level rose far above its best (see
+    /// [`crate::divergence`]). The weights are those of a diverged run, so no checkpoint is
+    /// written; `last_checkpoint` is the newest good state.
+    #[error(
+        "training diverged at step {step}: the running loss {level:.4e} is more than \
+         {factor} times its best level {best:.4e} (guards.divergence_factor); lower \
+         optimizer.lr, or raise or disable (0) guards.divergence_factor; last checkpoint: {}",
+        last_checkpoint.as_ref().map_or("none".to_string(), |p| p.display().to_string())
+    )]
+    Diverged {
+        /// Optimizer steps applied when detected.
+        step: u64,
+        /// The running loss level.
+        level: f64,
+        /// The best settled level it is compared with.
+        best: f64,
+        /// `guards.divergence_factor`.
+        factor: f64,
+        /// The newest checkpoint, written before the divergence.
+        last_checkpoint: Option<PathBuf>,
+    },
+    /// A stop was requested (SIGTERM / SIGINT, see [`crate::stop`]): the current step was
+    /// finished and a checkpoint written; resume it to continue exactly.
+    #[error(
+        "stopped on request after step {step}; checkpoint {} (resume to continue)",
+        checkpoint.display()
+    )]
+    Interrupted {
+        /// Optimizer steps applied.
+        step: u64,
+        /// The checkpoint written before stopping.
+        checkpoint: PathBuf,
+    },
+    /// Another run holds the output folder's lock ([`crate::RunLock`]).
+    #[error(
+        "{} is in use by another run{}; wait for it to end or choose another output_dir",
+        dir.display(),
+        holder.map_or(String::new(), |pid| format!(" (process {pid})"))
+    )]
+    Locked {
+        /// The run folder.
+        dir: PathBuf,
+        /// The PID written by the holder, when it could be read.
+        holder: Option<u32>,
+    },
+    /// Resume found checkpoints, but none passed verification.
+    #[error(
+        "no usable checkpoint in {}: {}",
+        dir.display(),
+        reasons.join("; ")
+    )]
+    NoUsableCheckpoint {
+        /// The run folder.
+        dir: PathBuf,
+        /// Why each checkpoint was refused, newest first.
+        reasons: Vec<String>,
+    },
+    /// A stop-signal handler could not be installed.
+    #[error("cannot install a handler for signal {signal}: {source}")]
+    Signals {
+        /// The signal number.
+        signal: i32,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A previous step failed half-way (an error from a hook while the weights were moved
     /// out); the trainer must be rebuilt from a checkpoint.
     #[error("trainer is unusable after an earlier failed step; resume from a checkpoint")]

@@ -14,10 +14,15 @@
 //!   token-weighted over the whole step (BAGEL's normalisation);
 //! * a data source's own state (e.g. a packer's cursor) kept in checkpoints
 //!   ([`DataSource::state`]);
-//! * guards: a non-finite loss or gradient norm skips the step; too many in a row abort
-//!   after a checkpoint;
-//! * atomic checkpoints (`step-000100/`), keep-last-N, and exact resume ([`checkpoint`]);
-//! * `metrics.jsonl`, a progress bar and a [`TrainSummary`].
+//! * guards: a non-finite loss or gradient norm skips the step (logged with its sample
+//!   ids); too many in a row abort after a checkpoint; a diverging loss aborts
+//!   ([`divergence`]);
+//! * atomic checkpoints (`step-000100/`) with per-file checksums, keep-last-N, and exact
+//!   resume that falls back to the newest checkpoint that verifies ([`checkpoint`]);
+//! * run safety: one run per folder ([`RunLock`]), leftovers of killed writes removed
+//!   ([`leftovers`]), a stop on SIGTERM / SIGINT after a checkpoint ([`stop`]);
+//! * `metrics.jsonl` (cut back to the checkpoint on resume), a progress bar and a
+//!   [`TrainSummary`].
 //!
 //! Configuration is one TOML file ([`TrainConfig`]) mirroring the paper's appendix A; a model side
 //! embeds it in its own run config (uno-core's `RunConfig`) and reuses [`apply_overrides`].
@@ -96,10 +101,14 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod checksum;
 pub mod clip;
 pub mod config;
+pub mod divergence;
 pub mod ema;
 pub mod error;
+pub mod leftovers;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod optim;
@@ -107,6 +116,7 @@ pub mod params;
 pub mod progress;
 pub mod rng;
 pub mod schedule;
+pub mod stop;
 pub mod summary;
 pub mod trainer;
 
@@ -114,11 +124,14 @@ pub use config::{
     CheckpointConfig, EmaConfig, GuardConfig, MetricsConfig, OptimizerConfig, ScheduleConfig,
     ScheduleKind, TrainConfig, apply_overrides,
 };
+pub use divergence::{Divergence, DivergenceGuard};
 pub use error::{BoxError, Result, TrainError};
-pub use metrics::StepMetrics;
+pub use lock::RunLock;
+pub use metrics::{MetricsTrim, StepMetrics, trim_metrics};
 pub use model::{DataSource, StepContext, StepOutput, TrainStep};
 pub use params::TrainableParams;
 pub use rng::TrainRng;
 pub use schedule::LrSchedule;
+pub use stop::install_stop_signals;
 pub use summary::TrainSummary;
 pub use trainer::{EvalHook, Trainer};

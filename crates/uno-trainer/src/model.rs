@@ -118,6 +118,13 @@ pub trait DataSource {
     fn restore(&mut self, _state: &serde_json::Value) -> Result<(), BoxError> {
         Ok(())
     }
+
+    /// Ids of the samples in the micro-batch at `position` (data set indexes, record ids),
+    /// logged with a skipped step so that a bad sample can be found. Default: none.
+    fn sample_ids(&self, position: u64) -> Vec<String> {
+        let _ = position;
+        Vec::new()
+    }
 }
 
 /// Closures `FnMut(position, &mut rng) -> Result<Batch, BoxError>` are data sources.

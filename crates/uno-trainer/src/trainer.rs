@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::ParamId;
@@ -11,14 +13,17 @@ use burn::tensor::{Tensor, backend::AutodiffBackend};
 use rand::RngCore;
 
 use crate::checkpoint::{
-    CheckpointWriter, OPTIMIZER_FILE, STATE_FORMAT_VERSION, TrainerState, latest_checkpoint,
+    CheckpointWriter, OPTIMIZER_FILE, STATE_FORMAT_VERSION, TrainerState, list_checkpoints,
     prune_checkpoints, read_verified_state,
 };
 use crate::clip::clip_global_norm;
 use crate::config::TrainConfig;
+use crate::divergence::DivergenceGuard;
 use crate::ema::{ema_graft, ema_init, ema_update};
 use crate::error::{BoxError, Result, TrainError};
-use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::leftovers::remove_stale_leftovers;
+use crate::lock::RunLock;
+use crate::metrics::{MetricsWriter, StepMetrics, trim_metrics};
 use crate::model::{DataSource, StepContext, TrainStep};
 use crate::optim::{
     OptimizerRecord, TrainOptimizer, adamw, optimizer_from_bytes, optimizer_to_bytes,
@@ -58,6 +63,10 @@ pub struct Trainer<B: AutodiffBackend, M: TrainStep<B>> {
     consecutive_skips: u32,
     skipped_total: u64,
     last_checkpoint: Option<(u64, PathBuf)>,
+    divergence: DivergenceGuard,
+    stop: Option<Arc<AtomicBool>>,
+    lock: Option<RunLock>,
+    rejected: Vec<(PathBuf, String)>,
 }
 
 impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
@@ -67,7 +76,12 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         config.validate()?;
         let trainable = TrainableParams::of::<B, M>(&model);
         let ema = ema_init::<B, M>(&model, &trainable);
+        let guards = &config.guards;
         Ok(Self {
+            divergence: DivergenceGuard::new(guards.divergence_factor, guards.divergence_window),
+            stop: None,
+            lock: None,
+            rejected: Vec::new(),
             optim: adamw::<B, M>(&config.optimizer),
             schedule: LrSchedule::new(&config.schedule, config.optimizer.lr, config.iterations),
             rng: TrainRng::new(config.seed),
@@ -85,13 +99,48 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         })
     }
 
-    /// Resume from the latest complete checkpoint in `config.output_dir`, or start fresh
-    /// when there is none. `model` is the freshly built model (frozen parts loaded, `no_grad`
-    /// applied); its weights are replaced by the checkpoint's.
+    /// Resume from the newest complete checkpoint in `config.output_dir` that verifies
+    /// (sizes and checksums), or start fresh when there is none. `model` is the freshly
+    /// built model (frozen parts loaded, `no_grad` applied); its weights are replaced by
+    /// the checkpoint's.
+    ///
+    /// A newer checkpoint that fails verification (a flipped byte, a truncated file) is
+    /// passed over for the next older one; [`rejected_checkpoints`](Self::rejected_checkpoints)
+    /// lists what was passed over and why (and, with `metrics.progress`, it is printed to
+    /// stderr). When checkpoints exist but none verifies, the error
+    /// [`TrainError::NoUsableCheckpoint`] lists them all rather than start from scratch.
     pub fn resume_or_new(config: TrainConfig, model: M, device: B::Device) -> Result<Self> {
-        match latest_checkpoint(&config.output_dir)? {
-            Some((_, dir)) => Self::from_checkpoint(config, model, device, &dir),
-            None => Self::new(config, model, device),
+        let mut rejected: Vec<(PathBuf, String)> = Vec::new();
+        for (_, dir) in list_checkpoints(&config.output_dir)?.into_iter().rev() {
+            match read_verified_state(&dir) {
+                Ok(state) => {
+                    if config.metrics.progress {
+                        for (path, reason) in &rejected {
+                            eprintln!(
+                                "warning: checkpoint {} is unusable ({reason}); resuming from {}",
+                                path.display(),
+                                dir.display()
+                            );
+                        }
+                    }
+                    let mut trainer = Self::from_state(config, model, device, &dir, state)?;
+                    trainer.rejected = rejected;
+                    return Ok(trainer);
+                }
+                Err(TrainError::BadCheckpoint { path, reason }) => rejected.push((path, reason)),
+                Err(e) => return Err(e),
+            }
+        }
+        if rejected.is_empty() {
+            Self::new(config, model, device)
+        } else {
+            Err(TrainError::NoUsableCheckpoint {
+                dir: config.output_dir.clone(),
+                reasons: rejected
+                    .iter()
+                    .map(|(path, reason)| format!("{}: {reason}", path.display()))
+                    .collect(),
+            })
         }
     }
 
@@ -104,6 +153,17 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         dir: &Path,
     ) -> Result<Self> {
         let state = read_verified_state(dir)?;
+        Self::from_state(config, model, device, dir, state)
+    }
+
+    /// [`from_checkpoint`](Self::from_checkpoint) with the state already read and verified.
+    fn from_state(
+        config: TrainConfig,
+        model: M,
+        device: B::Device,
+        dir: &Path,
+        state: TrainerState,
+    ) -> Result<Self> {
         let bad = |reason: String| TrainError::BadCheckpoint {
             path: dir.to_path_buf(),
             reason,
@@ -180,6 +240,32 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
     /// The run's configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.config
+    }
+
+    /// Checkpoints that [`resume_or_new`](Self::resume_or_new) passed over because they
+    /// failed verification, newest first, with the reason.
+    pub fn rejected_checkpoints(&self) -> &[(PathBuf, String)] {
+        &self.rejected
+    }
+
+    /// Poll `flag` between steps: once it is set, [`fit`](Self::fit) finishes the current
+    /// step, writes a checkpoint and returns [`TrainError::Interrupted`]
+    /// ([`crate::install_stop_signals`] sets it on SIGTERM / SIGINT).
+    pub fn set_stop_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    /// Keep `lock` (of `config.output_dir`) for the trainer's life, so that a caller that
+    /// locked the folder before writing into it (as `uno_core::train::run` does) keeps it
+    /// through training. Without one, [`fit`](Self::fit) locks the folder for its duration.
+    pub fn hold_lock(&mut self, lock: RunLock) {
+        self.lock = Some(lock);
+    }
+
+    /// Give back the lock given to [`hold_lock`](Self::hold_lock), e.g. to keep the
+    /// folder locked while writing final files after [`into_parts`](Self::into_parts).
+    pub fn take_lock(&mut self) -> Option<RunLock> {
+        self.lock.take()
     }
 
     /// The model being trained.
@@ -272,6 +358,8 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let (mut tokens, mut samples) = (0u64, 0u64);
         let mut finite = true;
+        let mut skip_reason = None;
+        let mut read_end = first_position;
         // All micro-batches first: a token-weighted model needs the step's totals before
         // its first forward (their pixels are held until the step ends).
         let mut batches = Vec::with_capacity(k as usize);
@@ -292,6 +380,8 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         // Token-weighted losses are already fractions of the step: sum them.
         let scale = if step_counts.is_empty() { k } else { 1 };
         for (micro, (position, batch)) in (0..k).zip(batches) {
+            // End of the positions forwarded (a non-finite micro-batch stops the step).
+            read_end = position + 1;
             let ctx = StepContext {
                 step: self.step,
                 micro_batch: micro,
@@ -323,6 +413,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             }
             if !values[0].is_finite() {
                 finite = false;
+                skip_reason = Some(format!("non-finite loss at data position {position}"));
                 break;
             }
             // Average micro-batch gradients by scaling each loss (exact for k = 1).
@@ -366,11 +457,16 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 self.consecutive_skips = 0;
             } else {
                 skipped = true;
+                skip_reason = Some(format!("non-finite gradient norm {norm}"));
             }
         }
+        let mut sample_ids = Vec::new();
         if skipped {
             self.consecutive_skips += 1;
             self.skipped_total += 1;
+            sample_ids = (first_position..read_end)
+                .flat_map(|p| data.sample_ids(p))
+                .collect();
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         Ok(StepMetrics {
@@ -384,6 +480,9 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             step_time_s: secs,
             skipped,
             counts,
+            data_position: Some(first_position),
+            skip_reason,
+            sample_ids,
         })
     }
 
@@ -426,6 +525,8 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 .collect(),
             files: BTreeMap::new(),
             data_state: self.data_state.clone(),
+            checksums: BTreeMap::new(),
+            state_checksum: None,
         };
         let dir = writer.commit(state)?;
         prune_checkpoints(&root, self.config.checkpoint.keep_last)?;
@@ -433,12 +534,25 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         Ok(dir)
     }
 
-    /// Train until `iterations` steps are applied: metrics every step, checkpoints every
-    /// `checkpoint.every` steps and at the end, evaluation every `metrics.eval_every` steps.
+    /// Train until `iterations` steps are applied: metrics every step, evaluation every
+    /// `metrics.eval_every` steps, then checkpoints every `checkpoint.every` steps and at the
+    /// end (evaluating first, so that a checkpoint's evaluation is never lost to a crash
+    /// between the two).
     ///
-    /// After `guards.max_consecutive_skips` skipped steps in a row, saves a checkpoint (its
-    /// weights are those of the last good step, since skipped steps change no weights) and
-    /// returns [`TrainError::TooManySkips`].
+    /// Before the first step it locks the output folder ([`RunLock`], unless the trainer
+    /// already [holds](Self::hold_lock) it), removes leftovers of killed writes
+    /// ([`crate::leftovers`]), renames the checkpoints the resume passed over to
+    /// `step-XXXXXX.rejected` (so that they neither outrank nor prune the new ones) and
+    /// cuts `metrics.jsonl` back to the current state ([`trim_metrics`]).
+    ///
+    /// Stops early with an error:
+    /// * after `guards.max_consecutive_skips` skipped steps in a row: saves a checkpoint
+    ///   (its weights are those of the last good step, since skipped steps change no
+    ///   weights) and returns [`TrainError::TooManySkips`];
+    /// * when the loss diverges ([`crate::divergence`]): returns [`TrainError::Diverged`]
+    ///   without writing a checkpoint of the diverged weights;
+    /// * when the [stop flag](Self::set_stop_flag) is set: finishes the current step,
+    ///   saves a checkpoint and returns [`TrainError::Interrupted`].
     pub fn fit<D>(
         &mut self,
         data: &mut D,
@@ -449,6 +563,13 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
     {
         let started = Instant::now();
         let start_step = self.step;
+        let _lock = match &self.lock {
+            Some(_) => None,
+            None => Some(RunLock::acquire(&self.config.output_dir)?),
+        };
+        remove_stale_leftovers(&self.config.output_dir)?;
+        self.set_rejected_aside()?;
+        trim_metrics(&self.config.output_dir, self.step, self.data_position)?;
         let mut metrics = MetricsWriter::open(&self.config.output_dir)?;
         let progress = Progress::new(
             self.config.iterations,
@@ -458,6 +579,14 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         let mut losses = Vec::new();
         let (mut skipped, mut tokens) = (0u64, 0f64);
         while self.step < self.config.iterations {
+            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                let checkpoint = self.checkpoint_now()?;
+                progress.finish();
+                return Err(TrainError::Interrupted {
+                    step: self.step,
+                    checkpoint,
+                });
+            }
             let m = self.train_step(data)?;
             metrics.write_step(&m)?;
             progress.update(self.step, m.loss, m.lr, m.skipped);
@@ -476,9 +605,15 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 continue;
             }
             losses.push(m.loss);
-            let every = self.config.checkpoint.every;
-            if every > 0 && self.step.is_multiple_of(every) {
-                self.save_checkpoint()?;
+            if let Some(d) = self.divergence.observe(m.loss) {
+                progress.finish();
+                return Err(TrainError::Diverged {
+                    step: self.step,
+                    level: d.level,
+                    best: d.best,
+                    factor: d.factor,
+                    last_checkpoint: self.last_checkpoint.as_ref().map(|(_, p)| p.clone()),
+                });
             }
             let eval_every = self.config.metrics.eval_every;
             if let Some(hook) = eval.as_deref_mut()
@@ -490,10 +625,12 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                     .map_err(|source| TrainError::Eval { step, source })?;
                 metrics.write_eval(step, &values)?;
             }
+            let every = self.config.checkpoint.every;
+            if every > 0 && self.step.is_multiple_of(every) {
+                self.save_checkpoint()?;
+            }
         }
-        if self.last_checkpoint.as_ref().map(|(s, _)| *s) != Some(self.step) {
-            self.save_checkpoint()?;
-        }
+        self.checkpoint_now()?;
         progress.finish();
         let window = self.config.metrics.summary_window;
         let (first_window_loss, last_window_loss) = TrainSummary::windows(&losses, window);
@@ -535,6 +672,37 @@ fn step_totals(per_batch: impl Iterator<Item = Vec<u64>>) -> Result<Vec<u64>, Bo
         }
     }
     Ok(totals)
+}
+
+impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
+    /// Rename the checkpoints the resume passed over to `step-XXXXXX.rejected` (kept for
+    /// inspection, never resumed from, never counted by `keep_last`): left under their
+    /// names, a corrupt newer checkpoint would outrank, and make pruning delete, the good
+    /// ones this run writes.
+    fn set_rejected_aside(&self) -> Result<()> {
+        for (dir, _) in &self.rejected {
+            if !dir.is_dir() {
+                continue;
+            }
+            let mut aside = dir.with_extension("rejected");
+            let mut n = 1;
+            while aside.exists() {
+                aside = dir.with_extension(format!("rejected-{n}"));
+                n += 1;
+            }
+            std::fs::rename(dir, &aside).map_err(|e| TrainError::io("rename", dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// A checkpoint of the current step: the last one written when it is of this step,
+    /// else a new one.
+    fn checkpoint_now(&mut self) -> Result<PathBuf> {
+        match &self.last_checkpoint {
+            Some((step, dir)) if *step == self.step => Ok(dir.clone()),
+            _ => self.save_checkpoint(),
+        }
+    }
 }
 
 /// Read the loss and the components back in one device sync.

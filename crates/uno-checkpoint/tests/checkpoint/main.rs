@@ -20,6 +20,8 @@ use uno_checkpoint::{
 };
 use uno_testing::to_vec;
 
+mod fuzz;
+
 // ---------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------
@@ -865,4 +867,26 @@ fn json_config_errors_name_the_file() {
         matches!(e, CheckpointError::Io { .. }) && msg.contains("absent.json"),
         "{msg}"
     );
+}
+
+/// Weight files get the mode of any other file the process creates (0666 less the umask),
+/// not the 0600 of the safetensors crate's temporary file.
+#[cfg(unix)]
+#[test]
+fn weight_files_get_the_ordinary_file_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("mode");
+    let device = Default::default();
+    let mut w = WeightWriter::new(SaveDtype::F32);
+    w.add_tensor(
+        "x",
+        Tensor::<burn::backend::Flex, 1>::from_data(TensorData::new(vec![1f32, 2.0], [2]), &device),
+    )
+    .unwrap();
+    let path = dir.path("w.safetensors");
+    w.write(&path).unwrap();
+    std::fs::write(dir.path("plain.json"), b"{}").unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), mode(&dir.path("plain.json")));
+    assert_eq!(dir.list(), ["plain.json", "w.safetensors"]);
 }

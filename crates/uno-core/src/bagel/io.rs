@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
-use super::keys::{bagel_key, load_module, module_keys, save_module, torch_key};
+use super::keys::{bagel_key, load_module, module_key_shapes, module_keys, save_module, torch_key};
 use super::{Bagel, BagelConfig, BagelError, CodecConfig};
 use crate::checkpoint::{
     LoadReport, SaveDtype, UnexpectedKeys, WeightReader, WeightWriter, read_json_config,
@@ -29,6 +29,33 @@ impl<B: Backend> Bagel<B> {
             .into_iter()
             .map(|(k, _)| k)
             .collect()
+    }
+
+    /// What disagrees between this model (typically built lazily from a folder's configs,
+    /// so nothing is allocated) and the weights `reader` holds, from the headers only:
+    /// missing keys (except [`METAQUERY_KEY`], which releases lack) and shapes that differ
+    /// (except the fixed position tables, which the model recomputes for its own sizes).
+    /// One line per problem; empty when they agree. Keys the model does not read are not
+    /// problems here (loading warns about them, as releases carry some).
+    pub fn weight_mismatches(&self, reader: &WeightReader) -> Vec<String> {
+        let expected = module_key_shapes::<B, _>(self, bagel_key);
+        let mut problems = Vec::new();
+        for (key, shape) in &expected {
+            match reader.shape(key) {
+                None if key != METAQUERY_KEY && !FIXED_TABLES.contains(&key.as_str()) => {
+                    problems.push(format!("missing {key} (expected shape {shape:?})"));
+                }
+                Some(found)
+                    if found != shape.as_slice() && !FIXED_TABLES.contains(&key.as_str()) =>
+                {
+                    problems.push(format!(
+                        "{key}: shape {found:?} in the file, {shape:?} in the config"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        problems
     }
 
     /// Write all weights under BAGEL's names (PyTorch layouts), atomically, in `dtype`.

@@ -130,10 +130,11 @@ impl PathStack {
     }
 }
 
-/// Every parameter's key and layout, in module order.
+/// Every parameter's key and layout, and its shape in the file, in module order.
 struct KeyCollector {
     stack: PathStack,
     keys: Vec<(String, Layout)>,
+    shapes: Vec<Vec<usize>>,
 }
 
 impl KeyCollector {
@@ -141,6 +142,7 @@ impl KeyCollector {
         Self {
             stack: PathStack::new(rule),
             keys: Vec::new(),
+            shapes: Vec::new(),
         }
     }
 }
@@ -154,8 +156,12 @@ impl<B: Backend> ModuleVisitor<B> for KeyCollector {
         self.stack.exit();
     }
 
-    fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<B, D>>) {
-        self.keys.push(self.stack.key());
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let (key, layout) = self.stack.key();
+        // `lazy_shape`: a lazily initialised parameter is not materialised by asking.
+        self.shapes
+            .push(layout.file_shape(param.lazy_shape().as_slice()));
+        self.keys.push((key, layout));
     }
 }
 
@@ -247,6 +253,22 @@ pub fn module_keys<B: Backend, M: Module<B>>(module: &M, rule: KeyRule) -> Vec<(
     let mut collector = KeyCollector::new(rule);
     module.visit(&mut collector);
     collector.keys
+}
+
+/// Every parameter's checkpoint key under `rule` and its shape in the file, in module
+/// order. Lazily initialised parameters stay unmaterialised.
+pub fn module_key_shapes<B: Backend, M: Module<B>>(
+    module: &M,
+    rule: KeyRule,
+) -> Vec<(String, Vec<usize>)> {
+    let mut collector = KeyCollector::new(rule);
+    module.visit(&mut collector);
+    collector
+        .keys
+        .into_iter()
+        .map(|(k, _)| k)
+        .zip(collector.shapes)
+        .collect()
 }
 
 /// Add every parameter of `module` to `writer` under its key.

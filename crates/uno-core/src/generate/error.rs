@@ -52,6 +52,23 @@ pub enum GenerateError {
         /// The synthetic vocabulary's size.
         synthetic: usize,
     },
+    /// A generated image holds NaN or infinite values: the model's weights are not finite
+    /// (a diverged run), so nothing is written.
+    #[error(
+        "the image of prompt {prompt:?} under seed {seed} has {count} non-finite values: \
+         the weights of {} are probably NaN or infinite (a diverged run); nothing written",
+        .model_dir.display()
+    )]
+    NonFinite {
+        /// The model folder.
+        model_dir: PathBuf,
+        /// The prompt.
+        prompt: String,
+        /// The seed.
+        seed: u64,
+        /// Non-finite values in the image.
+        count: usize,
+    },
     /// The PNG could not be written.
     #[error("cannot write {}: {source}", .path.display())]
     Write {

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
 
 use super::{CaptionConfig, GenerateError, Generator, ImageRequest, SamplerConfig, grid, save_png};
@@ -83,6 +84,25 @@ pub fn sample_grid<B: Backend>(
         }
     }
     let images = generator.generate(&requests, &spec.sampler)?;
+    // A PNG clamps NaN to a colour: refuse instead of writing noise that looks like an image.
+    for (i, image) in images.iter().enumerate() {
+        let count = image
+            .clone()
+            .is_finite()
+            .bool_not()
+            .int()
+            .sum()
+            .into_scalar()
+            .elem::<i64>() as usize;
+        if count > 0 {
+            return Err(GenerateError::NonFinite {
+                model_dir: dir.clone(),
+                prompt: prompts[i / spec.seeds.len()].clone(),
+                seed: spec.seeds[i % spec.seeds.len()],
+                count,
+            });
+        }
+    }
     let mut captions = Vec::new();
     if let Some(caption) = &spec.caption {
         for row in images.chunks(spec.seeds.len()) {

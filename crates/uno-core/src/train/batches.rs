@@ -2,6 +2,8 @@
 //! conditions, filled up to a sample count or a token budget, packed into one sequence,
 //! images uploaded to the device.
 
+use std::collections::VecDeque;
+
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +75,15 @@ pub struct PackedBatches<D, B: Backend> {
     cursor: u64,
     /// The item at `cursor`, read but not yet added (it did not fit the last pack).
     pending: Option<TrainItem>,
+    /// Data set indexes of the items of the latest micro-batches, by position, for
+    /// [`DataSource::sample_ids`] (which item a position holds depends on the lengths
+    /// packed before it, so it is remembered, not computed).
+    recent: VecDeque<(u64, Vec<usize>)>,
 }
+
+/// Micro-batches whose items [`PackedBatches`] remembers: more than any step's
+/// `grad_accumulation`.
+const RECENT_POSITIONS: usize = 1024;
 
 impl<D: Dataset, B: Backend> PackedBatches<D, B> {
     /// Micro-batches of `dataset` in file order. `packing` must match the model
@@ -97,6 +107,7 @@ impl<D: Dataset, B: Backend> PackedBatches<D, B> {
             order,
             cursor: 0,
             pending: None,
+            recent: VecDeque::new(),
         }
     }
 
@@ -132,7 +143,7 @@ impl<D: Dataset, B: Backend> PackedBatches<D, B> {
 impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
     type Batch = TrainBatch<B>;
 
-    fn batch(&mut self, _position: u64, rng: &mut TrainRng) -> Result<TrainBatch<B>, BoxError> {
+    fn batch(&mut self, position: u64, rng: &mut TrainRng) -> Result<TrainBatch<B>, BoxError> {
         if !self.fill.is_valid() {
             return Err(format!("invalid batch fill {:?}", self.fill).into());
         }
@@ -142,6 +153,7 @@ impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
         };
         let (mut samples, mut images, mut vit_targets) = (Vec::new(), Vec::new(), Vec::new());
         let (mut tokens, mut skipped) = (0usize, 0u64);
+        let mut indexes = Vec::new();
         loop {
             let full = match self.fill {
                 BatchFill::Samples(n) => samples.len() >= n,
@@ -173,6 +185,7 @@ impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
             if tokens > 0 && tokens + len > max_budget {
                 break;
             }
+            indexes.extend(self.order.item(self.cursor));
             let mut item = self.consume();
             let drop = self.dropout.decide(rng)?;
             match &mut item.sample {
@@ -198,6 +211,10 @@ impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
             samples.push(item.sample);
         }
         let pack = PackedSequence::pack(&samples, &self.packing)?;
+        if self.recent.len() == RECENT_POSITIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((position, indexes));
         Ok(TrainBatch {
             pack,
             images,
@@ -218,6 +235,17 @@ impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
         self.cursor = cursor;
         self.pending = None;
         Ok(())
+    }
+
+    /// The data set indexes of the micro-batch's items (`item 17`), for the latest
+    /// micro-batches read; none for a position not read recently.
+    fn sample_ids(&self, position: u64) -> Vec<String> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == position)
+            .map(|(_, indexes)| indexes.iter().map(|i| format!("item {i}")).collect())
+            .unwrap_or_default()
     }
 }
 

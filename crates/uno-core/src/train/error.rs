@@ -56,6 +56,41 @@ pub enum RunError {
         /// The output folder.
         dir: PathBuf,
     },
+    /// The output folder holds a model that no run wrote (a release folder, say): a run
+    /// would overwrite its configs and weights, so it is refused.
+    #[error(
+        "{} holds a model ({found}) that no run wrote; a run writes its own configs and \
+         weights there and never overwrites another model: choose another output_dir",
+        .dir.display()
+    )]
+    ForeignFolder {
+        /// The output folder.
+        dir: PathBuf,
+        /// The model files found there.
+        found: String,
+    },
+    /// `--resume` with settings that differ from the run's record and would make the
+    /// resumed run differ from an uninterrupted one.
+    #[error(
+        "resuming {} with changed settings that break exact resume: {}; restore them, or \
+         allow the change (RunSpec::allow_config_change, train_bagel --allow-config-change)",
+        .dir.display(),
+        .changes.join("; ")
+    )]
+    ConfigChanged {
+        /// The run folder.
+        dir: PathBuf,
+        /// `key: recorded -> now`, one per changed setting.
+        changes: Vec<String>,
+    },
+    /// The run folder's record (`run.toml`, `run_inputs.json`) could not be written or read.
+    #[error("run record {}: {reason}", .path.display())]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A file operation failed.
     #[error("cannot {action} {}: {source}", .path.display())]
     Io {

@@ -12,6 +12,8 @@
 mod batches;
 mod error;
 mod eval;
+mod folder;
+mod record;
 mod run;
 mod run_config;
 mod trainee;
@@ -19,6 +21,8 @@ mod trainee;
 pub use batches::{BatchFill, PackedBatches, TrainBatch, item_images, item_vit_target};
 pub use error::RunError;
 pub use eval::HeldOut;
+pub use folder::check_not_foreign;
+pub use record::{RUN_CONFIG_FILE, RUN_INPUTS_FILE, RunInputs, config_changes, save_record};
 pub use run::{HELD_OUT_SEED, ModelSource, RunReport, RunSpec, TOKENIZER_FILE, TrainData, run};
 pub use run_config::{DataSettings, LossWeights, ModelSettings, RunConfig};
 pub use trainee::UnoTrainee;

@@ -6,11 +6,26 @@
 //! evaluation into the trainer's hook, trains (or resumes) and writes the final model and
 //! EMA weights. It prints nothing itself; the trainer's progress bar and summary follow
 //! `metrics.progress`.
+//!
+//! # Run safety
+//!
+//! Everything is read and checked before anything is written: the configuration, the
+//! model, the tokenizer, the data sets and the held-out set. Then the folder: one that
+//! holds a model no run wrote is refused ([`super::check_not_foreign`]); it is locked for
+//! the run's life (`uno_trainer::RunLock`, a second run is refused with the holder's PID);
+//! a new run refuses a folder with checkpoints, and a resume refuses settings that differ
+//! from the folder's record and would break exact resume ([`super::config_changes`])
+//! unless [`RunSpec::allow_config_change`]. Only then are the record (`run.toml`,
+//! `run_inputs.json`) and the configs written, each atomically.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use burn::tensor::backend::AutodiffBackend;
 
+use super::folder::check_not_foreign;
+use super::record::{RunInputs, config_changes, save_record};
 use super::{HeldOut, PackedBatches, RunConfig, RunError, UnoTrainee};
 use crate::bagel::{Bagel, BagelConfig, save_codec};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys};
@@ -20,7 +35,7 @@ use crate::data::{
 use crate::objectives::ConditionDropoutConfig;
 use crate::packing::PackingConfig;
 use crate::trainer::checkpoint::latest_checkpoint;
-use crate::trainer::{TrainSummary, Trainer};
+use crate::trainer::{RunLock, TrainSummary, Trainer};
 use crate::vae::Codec;
 
 /// Micro-batches in the held-out evaluation set.
@@ -67,8 +82,16 @@ pub struct RunSpec {
     pub model: ModelSource,
     /// The data to train on.
     pub data: TrainData,
-    /// Continue from the newest checkpoint in `output_dir` (a fresh run when there is none).
+    /// Continue from the newest checkpoint in `output_dir` that verifies (a fresh run when
+    /// there is none).
     pub resume: bool,
+    /// On resume, accept settings that differ from the run's record although they break
+    /// exact resume (the differences are then recorded as the run's new settings).
+    pub allow_config_change: bool,
+    /// Stop request polled between steps (`uno_core::trainer::install_stop_signals` sets
+    /// one on SIGTERM / SIGINT): the run finishes its step, checkpoints and returns
+    /// `TrainError::Interrupted`.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a finished run leaves.
@@ -79,22 +102,33 @@ pub struct RunReport {
     /// The run folder: a BAGEL folder with the final `model.safetensors` and
     /// `ema.safetensors`, its configs, `metrics.jsonl` and checkpoints.
     pub output_dir: PathBuf,
+    /// Newer checkpoints a resume passed over because they failed verification (a
+    /// flipped byte, a truncated file), with the reason; empty when none was.
+    pub rejected_checkpoints: Vec<(PathBuf, String)>,
 }
 
 /// Post-train a BAGEL model with UNO as `spec` says, on `device`.
 ///
-/// Every setting is checked before anything is written; a run folder that already holds
-/// checkpoints is refused unless `spec.resume`. A disabled objective (weight 0) gets no
-/// split in the data, so it costs no tokens.
+/// Every setting and input is checked before anything is written (see the module docs,
+/// "Run safety"); a run folder that already holds checkpoints is refused unless
+/// `spec.resume`. A disabled objective (weight 0) gets no split in the data, so it costs no
+/// tokens.
 pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunReport, RunError> {
     let RunSpec {
         config,
         model,
         data,
         resume,
+        allow_config_change,
+        stop,
     } = spec;
     config.validate()?;
     let out = config.trainer.output_dir.clone();
+    let inputs = RunInputs::of(&model, &data).with_backend(format!(
+        "{} {}",
+        B::name(device),
+        std::any::type_name::<B::FloatElem>()
+    ));
     // Burn's initialisers draw from the backend's global RNG: seed it so a run is
     // reproducible (the trainer seeds its own host RNG for data, noise and dropout).
     B::seed(device, config.trainer.seed);
@@ -148,18 +182,67 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     config.apply_to(&mut model_config)?;
     model_config.validate()?;
     let packing = config.packing(&model_config)?;
+    let objective = model_config.objective()?;
 
-    if !resume && latest_checkpoint(&out)?.is_some() {
+    let synthetic_vocabulary = synthetic.tokenizer().clone();
+    // The data and the held-out set, opened (and the held-out items read) before the
+    // folder is touched: a bad manifest must not leave a half-made run folder behind.
+    let prepared = match (&data, &tokenizer) {
+        (TrainData::Manifest { manifest, eval, .. }, Some((text, _))) => {
+            let open = |path: &Path| -> Result<ManifestDataset, RunError> {
+                Ok(ManifestDataset::open(path, text.clone(), transforms)?
+                    .with_supervision(supervision.0, supervision.1))
+            };
+            let eval = match eval {
+                Some(path) => Some(held_out(open(path)?, &config, &packing, device)?),
+                None => None,
+            };
+            Prepared::Manifest(batches(open(manifest)?, &config, &packing, device), eval)
+        }
+        _ => {
+            // Scenes the run never trains on: the same generator under another seed.
+            let unseen = SyntheticScenes::new(SyntheticConfig {
+                image_size: side,
+                seed: config.trainer.seed ^ HELD_OUT_SEED,
+                ..SyntheticConfig::default()
+            })?
+            .with_supervision(supervision.0, supervision.1)
+            .with_transforms(transforms);
+            let eval = held_out(unseen, &config, &packing, device)?;
+            Prepared::Synthetic(batches(synthetic, &config, &packing, device), eval)
+        }
+    };
+
+    // The folder: never another model's; then locked, then checked under the lock.
+    check_not_foreign(&out)?;
+    let lock = RunLock::acquire(&out)?;
+    let has_checkpoints = latest_checkpoint(&out)?.is_some();
+    if !resume && has_checkpoints {
         return Err(RunError::ExistingRun { dir: out });
     }
-    std::fs::create_dir_all(&out).map_err(|source| RunError::Io {
-        action: "create",
-        path: out.clone(),
-        source,
-    })?;
-    // The output folder is a BAGEL folder: configs now, weights at the end.
+    if resume && has_checkpoints && !allow_config_change {
+        let changes = config_changes(&out, &config, &inputs)?;
+        if !changes.is_empty() {
+            return Err(RunError::ConfigChanged { dir: out, changes });
+        }
+    }
+
+    // The trainer, from the newest checkpoint that verifies: it only reads, so a folder
+    // whose checkpoints are all unusable is refused before the record is rewritten.
+    let trainee = UnoTrainee::new(model, objective)
+        .with_codec(codec)
+        .with_latent_cache(config.data.latent_cache_mib.saturating_mul(1 << 20));
+    let mut trainer = if resume {
+        Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
+    } else {
+        Trainer::new(config.trainer.clone(), trainee, device.clone())?
+    };
+    let rejected_checkpoints = trainer.rejected_checkpoints().to_vec();
+
+    // Writes: the record, then the folder's configs (weights at the end).
+    save_record(&out, &config, &inputs)?;
     model_config.save_folder(&out)?;
-    save_codec(&codec, &out)?;
+    save_codec(&trainer.model().codec, &out)?;
     // The vocabulary the run trains with, for `generate` (a release folder has its own).
     let tokenizer_copy = out.join(TOKENIZER_FILE);
     match &tokenizer {
@@ -172,45 +255,18 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
                 })?;
             }
         }
-        None => synthetic.tokenizer().save(&tokenizer_copy)?,
+        None => synthetic_vocabulary.save(&tokenizer_copy)?,
     }
-
-    let trainee = UnoTrainee::new(model, model_config.objective()?)
-        .with_codec(codec)
-        .with_latent_cache(config.data.latent_cache_mib.saturating_mul(1 << 20));
-    let mut trainer = if resume {
-        Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
-    } else {
-        Trainer::new(config.trainer.clone(), trainee, device.clone())?
+    trainer.hold_lock(lock);
+    if let Some(flag) = stop {
+        trainer.set_stop_flag(flag);
+    }
+    let summary = match prepared {
+        Prepared::Manifest(train, eval) => fit(&mut trainer, train, eval.as_ref())?,
+        Prepared::Synthetic(train, eval) => fit(&mut trainer, train, Some(&eval))?,
     };
-    let summary = match (&data, &tokenizer) {
-        (TrainData::Manifest { manifest, eval, .. }, Some((text, _))) => {
-            let open = |path: &Path| -> Result<ManifestDataset, RunError> {
-                Ok(ManifestDataset::open(path, text.clone(), transforms)?
-                    .with_supervision(supervision.0, supervision.1))
-            };
-            let eval = match eval {
-                Some(path) => Some(held_out(open(path)?, &config, &packing, device)?),
-                None => None,
-            };
-            let train = batches(open(manifest)?, &config, &packing, device);
-            fit(&mut trainer, train, eval.as_ref())?
-        }
-        _ => {
-            // Scenes the run never trains on: the same generator under another seed.
-            let unseen = SyntheticScenes::new(SyntheticConfig {
-                image_size: side,
-                seed: config.trainer.seed ^ HELD_OUT_SEED,
-                ..SyntheticConfig::default()
-            })?
-            .with_supervision(supervision.0, supervision.1)
-            .with_transforms(transforms);
-            let eval = held_out(unseen, &config, &packing, device)?;
-            let train = batches(synthetic, &config, &packing, device);
-            fit(&mut trainer, train, Some(&eval))?
-        }
-    };
-    // The trained model as a folder `ModelSource::Folder` can load.
+    // The trained model as a folder `ModelSource::Folder` can load (still under the lock).
+    let _lock = trainer.take_lock();
     let (model, ema) = trainer.into_parts()?;
     model
         .model
@@ -220,7 +276,16 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     Ok(RunReport {
         summary,
         output_dir: out,
+        rejected_checkpoints,
     })
+}
+
+/// The training batches and held-out set of a run, ready before anything is written.
+enum Prepared<B: AutodiffBackend> {
+    /// A manifest, and an optional held-out manifest.
+    Manifest(PackedBatches<ManifestDataset, B>, Option<HeldOut<B>>),
+    /// The synthetic scenes and unseen scenes.
+    Synthetic(PackedBatches<SyntheticScenes, B>, HeldOut<B>),
 }
 
 /// A tokenizer must frame texts with the model's special tokens and produce ids the

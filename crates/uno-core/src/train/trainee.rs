@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use super::TrainBatch;
 use crate::bagel::{Bagel, LossNormalization, UnoBatch, UnoObjective};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
-use crate::objectives::LossCounts;
+use crate::objectives::{LossCounts, UnoLossConfig};
 use crate::trainer::{BoxError, StepContext, StepOutput, TrainStep};
 use crate::vae::{CachedCodec, Codec, FrozenCodec, LatentCache};
 
@@ -34,7 +34,20 @@ impl<B: Backend> UnoTrainee<B> {
     /// Wrap a model for UNO post-training, freezing what UNO keeps frozen
     /// ([`Bagel::freeze_for_uno`]). The codec is the [`crate::vae::PixelCodec`]; a model
     /// built for FLUX latents needs [`Self::with_codec`].
-    pub fn new(model: Bagel<B>, objective: UnoObjective) -> Self {
+    ///
+    /// The loss's own finiteness check is turned off: it turns a NaN into an error, which
+    /// would abort the run, while the trainer's guard reads the loss back anyway and skips
+    /// a non-finite step (counted, logged with its sample ids, aborting after
+    /// `guards.max_consecutive_skips` in a row with a checkpoint of the last good state).
+    pub fn new(model: Bagel<B>, mut objective: UnoObjective) -> Self {
+        let unchecked = UnoLossConfig {
+            check_finite: false,
+            ..objective.loss.config().clone()
+        };
+        // Only the flag differs from a config that already built a loss: it cannot fail.
+        if let Ok(loss) = unchecked.init() {
+            objective.loss = loss;
+        }
         Self {
             model: model.freeze_for_uno(),
             codec: Codec::pixel(),

@@ -8,6 +8,8 @@ use uno_data::{
 };
 use uno_packing::{ImageSize, PackedSequence, PackingConfig, Sample, Supervision};
 
+mod fuzz;
+
 fn scenes() -> SyntheticScenes {
     SyntheticScenes::new(SyntheticConfig {
         len: 100,
@@ -206,14 +208,30 @@ fn manifest_reads_resizes_and_reports_lines() {
     let err = ManifestDataset::open(&dir.join("bad.jsonl"), tok.clone(), transforms).unwrap_err();
     assert!(err.to_string().contains("bad.jsonl, line 1"), "{err}");
 
+    // Missing images are found when the manifest is opened, all of them in one error.
     std::fs::write(
         dir.join("missing.jsonl"),
-        r#"{"image": "nope.png", "prompt": "a", "recaption": "a"}"#,
+        "{\"image\": \"nope.png\", \"prompt\": \"a\", \"recaption\": \"a\"}\n\
+         {\"source\": \"gone.png\", \"instruction\": \"b\", \"target\": \"nope2.png\", \"target_caption\": \"c\"}\n",
     )
     .unwrap();
-    let set = ManifestDataset::open(&dir.join("missing.jsonl"), tok, transforms).unwrap();
-    let err = set.get(0).unwrap_err();
-    assert!(err.to_string().contains("nope.png"), "{err}");
+    let err = ManifestDataset::open(&dir.join("missing.jsonl"), tok, transforms).unwrap_err();
+    let DataError::MissingImages { missing, .. } = &err else {
+        panic!("expected MissingImages, got {err}");
+    };
+    assert_eq!(
+        missing,
+        &[
+            (1, dir.join("nope.png")),
+            (2, dir.join("gone.png")),
+            (2, dir.join("nope2.png")),
+        ]
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("missing.jsonl: 3 image file(s) missing") && msg.contains("gone.png (line 2)"),
+        "{msg}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

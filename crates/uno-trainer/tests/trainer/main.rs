@@ -19,6 +19,7 @@ macro_rules! autodiff_tests {
 mod toy;
 
 mod checkpoints;
+mod safety;
 mod step;
 
 use std::path::Path;
