@@ -3,17 +3,20 @@
 //! same shapes.
 //!
 //! * `flex/…`: the codec on plain `Flex`;
+//! * `ndarray/…`: the same on `NdArray` (with `--features ndarray`), the other CPU backend;
 //! * `frozen/…`: the frozen codec called from `Autodiff<Flex>` as the training forward calls
 //!   it, through [`FrozenCodec`] (so it runs on `Flex`);
 //! * `autodiff/…`: the same frozen (`no_grad`) codec run on `Autodiff<Flex>` itself, the path
 //!   `FrozenCodec` replaces.
 //!
-//! The two autodiff cases run at the first side only: a 512^2 decode takes over a minute.
+//! The two autodiff cases and ndarray run at the first side only: a 512^2 decode takes over a
+//! minute.
 //!
 //! Sides default to 256 and 512; `UNO_BENCH_SIDES=256` picks others. One call takes
 //! seconds, so each case runs criterion's minimum of 10 samples.
 //!
-//! Run: `cargo bench -p uno-core --bench codec`
+//! Run: `cargo bench --workspace --features ndarray --bench codec` (`RAYON_NUM_THREADS=1`
+//! for the single-threaded kernels).
 
 use std::time::Duration;
 
@@ -73,6 +76,12 @@ fn codec(c: &mut Criterion) {
     let ae: FluxAutoEncoder<Flex> = FluxAeConfig::flux().init(&device).unwrap();
     let sides = sides();
     bench_codec::<Flex>(c, "flex", &ae, &sides);
+    #[cfg(feature = "ndarray")]
+    {
+        use burn::backend::NdArray;
+        let ae: FluxAutoEncoder<NdArray> = FluxAeConfig::flux().init(&Default::default()).unwrap();
+        bench_codec::<NdArray>(c, "ndarray", &ae, &sides[..1]);
+    }
     // As the trainee holds it: on the autodiff backend, frozen.
     let ae: FluxAutoEncoder<Autodiff<Flex>> = ae.train::<Autodiff<Flex>>().no_grad();
     bench_codec::<Autodiff<Flex>>(c, "frozen", &FrozenCodec(ae.valid()), &sides[..1]);
