@@ -93,30 +93,13 @@ fn config() -> impl Strategy<Value = PackingConfig> {
         any::<bool>(),
         prop_oneof![64usize..200, 200usize..5000],
     )
-        .prop_map(|(patch, down, mq, full, all, max)| PackingConfig {
-            special_tokens: SpecialTokens {
-                im_start: 60,
-                im_end: 61,
-                vision_start: 62,
-                vision_end: 63,
-            },
-            vocab_size: 64,
-            vit_patch_size: patch,
-            vit_max_patches_per_side: 70,
-            vae_downsample: down,
-            max_latent_size: 64,
-            num_metaqueries: mq,
-            metaquery_attention: if full {
-                MetaqueryAttention::Full
-            } else {
-                MetaqueryAttention::Causal
-            },
-            supervision_visibility: if all {
-                SupervisionVisibility::AllButPrompt
-            } else {
-                SupervisionVisibility::NoisedTargetOnly
-            },
-            max_sample_tokens: max,
+        .prop_map(|(patch, down, mq, full, all, max)| {
+            build(
+                [60, 61, 62, 63],
+                64,
+                (patch, 70, down, 64),
+                (mq, full, all, max),
+            )
         });
     prop_oneof![plausible, any_config()]
 }
@@ -128,35 +111,45 @@ fn any_config() -> impl Strategy<Value = PackingConfig> {
         (0usize..20, 0usize..40, 0usize..20, 0usize..40),
         (0usize..40, any::<bool>(), any::<bool>(), 0usize..3000),
     )
-        .prop_map(
-            |(special, vocab_size, (patch, vit_side, down, latent), (mq, full, all, max))| {
-                PackingConfig {
-                    special_tokens: SpecialTokens {
-                        im_start: special[0],
-                        im_end: special[1],
-                        vision_start: special[2],
-                        vision_end: special[3],
-                    },
-                    vocab_size,
-                    vit_patch_size: patch,
-                    vit_max_patches_per_side: vit_side,
-                    vae_downsample: down,
-                    max_latent_size: latent,
-                    num_metaqueries: mq,
-                    metaquery_attention: if full {
-                        MetaqueryAttention::Full
-                    } else {
-                        MetaqueryAttention::Causal
-                    },
-                    supervision_visibility: if all {
-                        SupervisionVisibility::AllButPrompt
-                    } else {
-                        SupervisionVisibility::NoisedTargetOnly
-                    },
-                    max_sample_tokens: max,
-                }
-            },
-        )
+        .prop_map(|(special, vocab_size, geometry, mask)| {
+            build(special, vocab_size, geometry, mask)
+        })
+}
+
+/// The packing config of `special` token ids (im start / end, vision start / end), a
+/// vocabulary size, `(patch, vit side, downsample, latent side)` and `(metaqueries, full
+/// metaquery attention, supervision sees all but the prompt, max sample tokens)`.
+fn build(
+    special: [u32; 4],
+    vocab_size: u32,
+    (patch, vit_side, down, latent): (usize, usize, usize, usize),
+    (mq, full, all, max): (usize, bool, bool, usize),
+) -> PackingConfig {
+    PackingConfig {
+        special_tokens: SpecialTokens {
+            im_start: special[0],
+            im_end: special[1],
+            vision_start: special[2],
+            vision_end: special[3],
+        },
+        vocab_size,
+        vit_patch_size: patch,
+        vit_max_patches_per_side: vit_side,
+        vae_downsample: down,
+        max_latent_size: latent,
+        num_metaqueries: mq,
+        metaquery_attention: if full {
+            MetaqueryAttention::Full
+        } else {
+            MetaqueryAttention::Causal
+        },
+        supervision_visibility: if all {
+            SupervisionVisibility::AllButPrompt
+        } else {
+            SupervisionVisibility::NoisedTargetOnly
+        },
+        max_sample_tokens: max,
+    }
 }
 
 /// Non-empty inputs that packed: the share of cases that reach the layout code.
