@@ -8,7 +8,9 @@
 //! the dense kernel computes them; the default blockwise attention skips the masked upper
 //! tiles of the text half); backward = 2 x forward, so a step = 3 x forward.
 //!
-//! Run: `cargo bench -p uno-mot --features ndarray -- --sample-size 10`
+//! Run: `cargo bench --workspace --features ndarray --bench mot_step -- --sample-size 10`;
+//! the same step in PyTorch eager: `python3 tools/mot_step_bench.py` (docs/performance.md
+//! has both, measured in one sitting).
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;

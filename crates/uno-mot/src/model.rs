@@ -9,7 +9,7 @@ use crate::attention::{
     AttentionImpl, JointAttention, SampleAttention, attend, from_heads, to_heads,
 };
 use crate::layers::{ExpertLayer, rms_norm};
-use crate::rope::RopeTables;
+use crate::rope::{HeadRope, RopeTables};
 use crate::{MotConfig, MotError, Routing};
 
 /// One decoder layer: the understanding expert's and the generation expert's parameters.
@@ -32,7 +32,7 @@ impl<B: Backend> MotLayer<B> {
         &self,
         h: Tensor<B, 2>,
         routing: &Routing<B>,
-        rope: &RopeTables<B>,
+        rope: &LayerRope<B>,
         attn: impl FnOnce(Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
     ) -> Tensor<B, 2> {
         let a = &self.und.self_attn;
@@ -42,8 +42,8 @@ impl<B: Backend> MotLayer<B> {
         let q = qkv.clone().narrow(1, 0, nh * hd);
         let k = qkv.clone().narrow(1, nh * hd, nkv * hd);
         let v = qkv.narrow(1, (nh + nkv) * hd, nkv * hd);
-        let q = rope.apply(q, nh);
-        let k = rope.apply(k, nkv);
+        let q = rope.q.apply(q);
+        let k = rope.k.apply(k);
         let out = routing.to_expert_order(attn(q, k, v));
         routing.per_expert2(
             h,
@@ -51,6 +51,22 @@ impl<B: Backend> MotLayer<B> {
             |x, o| self.und.finish(x, o),
             |x, o| self.moe_gen.finish(x, o),
         )
+    }
+}
+
+/// RoPE for the queries and the keys of every layer of one forward pass, built once.
+struct LayerRope<B: Backend> {
+    q: HeadRope<B>,
+    k: HeadRope<B>,
+}
+
+impl<B: Backend> LayerRope<B> {
+    fn new(position_ids: Tensor<B, 1, Int>, model: &MotModel<B>) -> Self {
+        let tables = RopeTables::new(position_ids, model.head_dim, model.rope_theta);
+        Self {
+            q: tables.for_heads(model.num_heads),
+            k: tables.for_heads(model.num_kv_heads),
+        }
     }
 }
 
@@ -208,7 +224,7 @@ impl<B: Backend> MotModel<B> {
         if len == 0 {
             return Ok(hidden);
         }
-        let rope = RopeTables::new(position_ids, self.head_dim, self.rope_theta);
+        let rope = LayerRope::new(position_ids, self);
         let mut h = routing.to_expert_order(hidden);
         for layer in &self.layers {
             h = layer.forward(h, routing, &rope, |q, k, v| attention.forward(q, k, v));
@@ -300,7 +316,7 @@ impl<B: Backend> MotModel<B> {
         if n == 0 {
             return Ok(hidden);
         }
-        let rope = RopeTables::new(position_ids, self.head_dim, self.rope_theta);
+        let rope = LayerRope::new(position_ids, self);
         let (nh, nkv) = (self.num_heads, self.num_kv_heads);
         let start = cache.len;
         let old = std::mem::take(&mut cache.layers);

@@ -44,14 +44,62 @@ impl<B: Backend> RopeTables<B> {
     }
 
     /// Rotate `x` (`[n, heads * head_dim]`, rows in the same order as the position ids).
+    /// One call; a forward pass that rotates many tensors with the same head count builds
+    /// [`Self::for_heads`] once instead.
     pub fn apply(&self, x: Tensor<B, 2>, heads: usize) -> Tensor<B, 2> {
-        let [n, width] = x.dims();
-        let head_dim = width / heads;
+        self.for_heads(heads).apply(x)
+    }
+
+    /// The tables laid out for tensors of `heads` heads: `[n, heads * head_dim]`, with the
+    /// sign of `rotate_half` folded into the sine.
+    ///
+    /// Why: `x * cos` with `cos` broadcast over the middle (head) axis is a strided
+    /// element loop on the CPU backends, forward and backward, in every layer; with tables
+    /// as wide as `x` both products are plain contiguous (SIMD) ones. The values are the
+    /// same, so the rotation is bit-identical: `rotate_half(x) * sin = [-x2, x1] * [s, s]
+    /// = [x2, x1] * [-s, s]`.
+    pub fn for_heads(&self, heads: usize) -> HeadRope<B> {
+        let [n, _, head_dim] = self.cos.dims();
         let half = head_dim / 2;
-        let x = x.reshape([n, heads, head_dim]);
-        let x1 = x.clone().narrow(2, 0, half);
-        let x2 = x.clone().narrow(2, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 2);
-        (x * self.cos.clone() + rotated * self.sin.clone()).reshape([n, width])
+        let signed_sin = Tensor::cat(
+            vec![
+                self.sin.clone().narrow(2, 0, half).neg(),
+                self.sin.clone().narrow(2, half, half),
+            ],
+            2,
+        );
+        let wide = |t: Tensor<B, 3>| t.repeat_dim(1, heads).reshape([n, heads * head_dim]);
+        HeadRope {
+            cos: wide(self.cos.clone()),
+            signed_sin: wide(signed_sin),
+            heads,
+        }
+    }
+}
+
+/// [`RopeTables`] widened to one head count (see [`RopeTables::for_heads`]).
+#[derive(Debug, Clone)]
+pub struct HeadRope<B: Backend> {
+    cos: Tensor<B, 2>,
+    signed_sin: Tensor<B, 2>,
+    heads: usize,
+}
+
+impl<B: Backend> HeadRope<B> {
+    /// Rotate `x` (`[n, heads * head_dim]`): `x * cos + [x2, x1] * [-sin, sin]` per head.
+    pub fn apply(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [n, width] = x.dims();
+        let head_dim = width / self.heads;
+        let half = head_dim / 2;
+        let heads = x.clone().reshape([n, self.heads, head_dim]);
+        let swapped = Tensor::cat(
+            vec![
+                heads.clone().narrow(2, half, half),
+                heads.narrow(2, 0, half),
+            ],
+            2,
+        )
+        .reshape([n, width]);
+        x * self.cos.clone() + swapped * self.signed_sin.clone()
     }
 }

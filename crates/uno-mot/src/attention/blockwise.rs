@@ -88,9 +88,12 @@ fn scores<B: Backend>(q: &Tensor<B, 3>, k_t: &Tensor<B, 3>, tile: &Tile) -> Tens
             let [kv, gn, cols] = s.dims();
             let rows = mask.len() / cols;
             let bias: Vec<f32> = mask.iter().map(|&m| if m { MASKED } else { 0.0 }).collect();
+            // One row of `rows * cols` shared by every head: the CPU backends add such a
+            // broadcast row with SIMD, while `[1, rows, cols]` against `[heads, rows, cols]`
+            // walks a strided index per element.
             let bias =
-                Tensor::<B, 3>::from_data(TensorData::new(bias, [1, rows, cols]), &s.device());
-            (s.reshape([kv * (gn / rows), rows, cols]) + bias).reshape([kv, gn, cols])
+                Tensor::<B, 2>::from_data(TensorData::new(bias, [1, rows * cols]), &s.device());
+            (s.reshape([kv * (gn / rows), rows * cols]) + bias).reshape([kv, gn, cols])
         }
     }
 }
