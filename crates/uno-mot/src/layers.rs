@@ -5,9 +5,9 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
 
 use crate::MotConfig;
 
@@ -111,10 +111,10 @@ impl<B: Backend> ExpertLayer<B> {
     pub fn qkv(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let a = &self.self_attn;
         let [n, _] = x.dims();
-        let x = self.input_layernorm.forward(x);
-        let q = a.q_proj.forward(x.clone());
-        let k = a.k_proj.forward(x.clone());
-        let v = a.v_proj.forward(x);
+        let x = normalize(&self.input_layernorm, x);
+        let q = project(&a.q_proj, x.clone());
+        let k = project(&a.k_proj, x.clone());
+        let v = project(&a.v_proj, x);
         let q = head_norm(a.q_norm.as_ref(), q, n, a.num_heads, a.head_dim);
         let k = head_norm(a.k_norm.as_ref(), k, n, a.num_kv_heads, a.head_dim);
         Tensor::cat(vec![q, k, v], 1)
@@ -126,10 +126,10 @@ impl<B: Backend> ExpertLayer<B> {
     /// - `x`: `[n, hidden]` residual rows, `attn`: `[n, heads * head_dim]`
     /// - output: `[n, hidden]`
     pub fn finish(&self, x: Tensor<B, 2>, attn: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = x + self.self_attn.o_proj.forward(attn);
+        let x = x + project(&self.self_attn.o_proj, attn);
         let y = self
             .mlp
-            .forward(self.post_attention_layernorm.forward(x.clone()));
+            .forward(normalize(&self.post_attention_layernorm, x.clone()));
         x + y
     }
 }
@@ -137,8 +137,8 @@ impl<B: Backend> ExpertLayer<B> {
 impl<B: Backend> Mlp<B> {
     /// `down(silu(gate(x)) * up(x))`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let g = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(g * self.up_proj.forward(x))
+        let g = silu(project(&self.gate_proj, x.clone()));
+        project(&self.down_proj, g * project(&self.up_proj, x))
     }
 }
 
@@ -150,9 +150,45 @@ fn head_norm<B: Backend>(
     head_dim: usize,
 ) -> Tensor<B, 2> {
     match norm {
-        Some(norm) => norm
-            .forward(x.reshape([n, heads, head_dim]))
-            .reshape([n, heads * head_dim]),
+        Some(norm) => {
+            normalize(norm, x.reshape([n, heads, head_dim])).reshape([n, heads * head_dim])
+        }
         None => x,
     }
+}
+
+/// `linear.forward(x)` computed in `x`'s float type.
+///
+/// Why: under mixed precision ([`crate::MotModel::with_compute_dtype`]) the activations are
+/// bf16 while a trainable expert keeps f32 master weights; the weights are cast at use, so
+/// the matmul runs in bf16 and the cast's backward hands the weight an f32 gradient. When the
+/// types already agree (f32 training, a frozen expert stored in bf16) this is
+/// `Linear::forward` itself, bit for bit.
+pub(crate) fn project<B: Backend, const D: usize>(
+    linear: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    if linear.weight.val().dtype() == dtype {
+        return linear.forward(x);
+    }
+    burn::tensor::module::linear(
+        x,
+        linear.weight.val().cast(dtype),
+        linear.bias.as_ref().map(|b| b.val().cast(dtype)),
+    )
+}
+
+/// `norm.forward(x)` computed in `x`'s float type, with the gain cast at use (see
+/// [`project`]); the statistics are f32 either way, as in `RmsNorm::forward`.
+pub(crate) fn normalize<B: Backend, const D: usize>(
+    norm: &RmsNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    if norm.gamma.val().dtype() == dtype {
+        return norm.forward(x);
+    }
+    let rms = (x.clone().cast(DType::F32).square().mean_dim(D - 1) + norm.epsilon).sqrt();
+    (x / rms.cast(dtype)) * norm.gamma.val().cast(dtype).unsqueeze()
 }

@@ -3,12 +3,12 @@
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::nn::RmsNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, FloatDType, Int, Tensor};
 
 use crate::attention::{
     AttentionImpl, JointAttention, SampleAttention, attend, from_heads, to_heads,
 };
-use crate::layers::{ExpertLayer, rms_norm};
+use crate::layers::{ExpertLayer, normalize, rms_norm};
 use crate::rope::{HeadRope, RopeTables};
 use crate::{MotConfig, MotError, Routing};
 
@@ -61,8 +61,13 @@ struct LayerRope<B: Backend> {
 }
 
 impl<B: Backend> LayerRope<B> {
-    fn new(position_ids: Tensor<B, 1, Int>, model: &MotModel<B>) -> Self {
+    /// Tables in `dtype`, the activations' type (the angles are f32 either way).
+    fn new(position_ids: Tensor<B, 1, Int>, model: &MotModel<B>, dtype: FloatDType) -> Self {
         let tables = RopeTables::new(position_ids, model.head_dim, model.rope_theta);
+        let tables = RopeTables {
+            cos: tables.cos.cast(dtype),
+            sin: tables.sin.cast(dtype),
+        };
         Self {
             q: tables.for_heads(model.num_heads),
             k: tables.for_heads(model.num_kv_heads),
@@ -105,6 +110,9 @@ pub struct MotModel<B: Backend> {
     pub rope_theta: f64,
     /// How [`Self::forward`] computes the joint attention.
     pub attention: AttentionImpl,
+    /// The float type the layers compute in (`None`: the input's). See
+    /// [`Self::with_compute_dtype`].
+    pub compute_dtype: Option<FloatDType>,
 }
 
 /// Keys and values of a prefilled context, per layer, for incremental inference.
@@ -170,6 +178,21 @@ impl<B: Backend> ModuleMapper<B> for FreshCopy {
     }
 }
 
+/// Casts every float parameter to one type, keeping its id and whether it requires a
+/// gradient (the cast of a trainable parameter is a new leaf, not a node of the old one).
+struct CastParams(FloatDType);
+
+impl<B: Backend> ModuleMapper<B> for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let dtype = self.0;
+        param.map(|t| {
+            let trainable = t.is_require_grad();
+            let cast = t.detach().cast(dtype);
+            if trainable { cast.require_grad() } else { cast }
+        })
+    }
+}
+
 impl<B: Backend> MotModel<B> {
     /// Random init from a config already validated (use [`MotConfig::init`]).
     pub(crate) fn new(config: &MotConfig, device: &B::Device) -> Self {
@@ -189,6 +212,7 @@ impl<B: Backend> MotModel<B> {
             head_dim: config.head_dim(),
             rope_theta: config.rope_theta,
             attention: config.attention,
+            compute_dtype: None,
         }
     }
 
@@ -224,25 +248,63 @@ impl<B: Backend> MotModel<B> {
         if len == 0 {
             return Ok(hidden);
         }
-        let rope = LayerRope::new(position_ids, self);
+        let (hidden, out_dtype) = self.enter(hidden);
+        let rope = LayerRope::new(position_ids, self, hidden.dtype().into());
         let mut h = routing.to_expert_order(hidden);
         for layer in &self.layers {
             h = layer.forward(h, routing, &rope, |q, k, v| attention.forward(q, k, v));
         }
-        Ok(self.final_norm(h, routing))
+        Ok(self.final_norm(h, routing).cast(out_dtype))
+    }
+
+    /// Mixed precision: the layers compute in `dtype` (bf16) whatever the type of the
+    /// input and of each parameter. The input is cast to `dtype` on entry and the output
+    /// back to the input's type; every weight is cast at use, so parameters kept in f32
+    /// (the trainable generation expert's master weights) get f32 gradients through the
+    /// cast, and parameters stored in `dtype` ([`Self::store_und_as`]) are used as they are.
+    /// Activations saved for backward are `dtype`: half the memory of f32 in bf16.
+    ///
+    /// Backends: flex and cuda compute in bf16; ndarray and wgpu do not support it.
+    pub fn with_compute_dtype(mut self, dtype: FloatDType) -> Self {
+        self.compute_dtype = Some(dtype);
+        self
+    }
+
+    /// Store the understanding expert (every layer's `und` and the final `norm`) as `dtype`,
+    /// keeping parameter ids and whether each requires a gradient. With
+    /// [`Self::freeze_und`] and [`Self::with_compute_dtype`] this is BAGEL's frozen half in
+    /// bf16: it is never trained, so it needs no f32 master copy.
+    pub fn store_und_as(mut self, dtype: FloatDType) -> Self {
+        let mut cast = CastParams(dtype);
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|l| MotLayer {
+                und: l.und.map(&mut cast),
+                moe_gen: l.moe_gen,
+            })
+            .collect();
+        self.norm = self.norm.map(&mut cast);
+        self
+    }
+
+    /// `hidden` in the compute type, and the type the output returns to.
+    fn enter(&self, hidden: Tensor<B, 2>) -> (Tensor<B, 2>, FloatDType) {
+        let input: FloatDType = hidden.dtype().into();
+        match self.compute_dtype {
+            Some(dtype) => (hidden.cast(dtype), input),
+            None => (hidden, input),
+        }
     }
 
     /// An empty cache with room for `capacity` tokens, allocated once on `device`.
     pub fn kv_cache(&self, capacity: usize, device: &B::Device) -> KvCache<B> {
         let width = self.num_kv_heads * self.head_dim;
-        let layers = (0..self.layers.len())
-            .map(|_| {
-                (
-                    Tensor::zeros([capacity, width], device),
-                    Tensor::zeros([capacity, width], device),
-                )
-            })
-            .collect();
+        let zeros = || match self.compute_dtype {
+            Some(dtype) => Tensor::zeros([capacity, width], (device, dtype.into())),
+            None => Tensor::zeros([capacity, width], device),
+        };
+        let layers = (0..self.layers.len()).map(|_| (zeros(), zeros())).collect();
         KvCache {
             layers,
             len: 0,
@@ -316,7 +378,8 @@ impl<B: Backend> MotModel<B> {
         if n == 0 {
             return Ok(hidden);
         }
-        let rope = LayerRope::new(position_ids, self);
+        let (hidden, out_dtype) = self.enter(hidden);
+        let rope = LayerRope::new(position_ids, self, hidden.dtype().into());
         let (nh, nkv) = (self.num_heads, self.num_kv_heads);
         let start = cache.len;
         let old = std::mem::take(&mut cache.layers);
@@ -341,7 +404,7 @@ impl<B: Backend> MotModel<B> {
         if write == CacheWrite::Keep {
             cache.len = total;
         }
-        Ok(self.final_norm(h, routing))
+        Ok(self.final_norm(h, routing).cast(out_dtype))
     }
 
     /// Freeze the understanding expert (every layer's `und` and the final `norm`): its
@@ -381,8 +444,8 @@ impl<B: Backend> MotModel<B> {
     fn final_norm(&self, h: Tensor<B, 2>, routing: &Routing<B>) -> Tensor<B, 2> {
         let h = routing.per_expert(
             h,
-            |x| self.norm.forward(x),
-            |x| self.norm_moe_gen.forward(x),
+            |x| normalize(&self.norm, x),
+            |x| normalize(&self.norm_moe_gen, x),
         );
         routing.to_seq_order(h)
     }

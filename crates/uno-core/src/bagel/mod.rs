@@ -13,6 +13,7 @@ mod io;
 pub mod keys;
 mod mask;
 mod model;
+mod precision;
 mod vit;
 
 pub use config::{BagelConfig, CodecConfig};
@@ -21,4 +22,5 @@ pub use forward::{LossNormalization, UnoBatch, UnoForward, UnoObjective, flow_sl
 pub use io::{AE_FILE, METAQUERY_KEY, UNO_CONFIG, load_flux_ae, save_codec, weights_file};
 pub use mask::{pack_attention, sample_attention};
 pub use model::Bagel;
+pub use precision::Precision;
 pub use vit::vit_tokens_to_llm;

@@ -123,6 +123,14 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
         stop,
     } = spec;
     config.validate()?;
+    if !config.model.precision.supported::<B>(device) {
+        return Err(RunError::InvalidConfig {
+            key: "model.precision",
+            value: format!("{:?} on {}", config.model.precision, B::name(device)),
+            reason: "this backend has no bf16 (ndarray and wgpu do not): use flex or cuda, \
+                     or precision = \"f32\"",
+        });
+    }
     let out = config.trainer.output_dir.clone();
     let inputs = RunInputs::of(&model, &data).with_backend(format!(
         "{} {}",
@@ -231,7 +239,8 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
     // whose checkpoints are all unusable is refused before the record is rewritten.
     let trainee = UnoTrainee::new(model, objective)
         .with_codec(codec)
-        .with_latent_cache(config.data.latent_cache_mib.saturating_mul(1 << 20));
+        .with_latent_cache(config.data.latent_cache_mib.saturating_mul(1 << 20))
+        .with_precision(config.model.precision);
     let mut trainer = if resume {
         Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
     } else {

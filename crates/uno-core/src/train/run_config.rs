@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{BatchFill, RunError};
-use crate::bagel::BagelConfig;
+use crate::bagel::{BagelConfig, Precision};
 use crate::data::ImageTransformConfig;
 use crate::packing::{MetaqueryAttention, PackingConfig, SupervisionVisibility};
 use crate::trainer::{TrainConfig, TrainError, apply_overrides};
@@ -63,6 +63,10 @@ pub struct ModelSettings {
     /// masking), `"all_but_prompt"` (also an edit's source image) or `"everything"`
     /// (appendix D's "mask off" ablation: the caption may see the prompt).
     pub supervision_visibility: SupervisionVisibility,
+    /// `"f32"` (default) or `"bf16_mixed"`: the decoder in bf16 with the frozen expert
+    /// stored in bf16 and f32 master weights for the trained one ([`Precision`]; flex and
+    /// cuda only).
+    pub precision: Precision,
 }
 
 /// How micro-batches are made.
@@ -106,6 +110,7 @@ impl Default for ModelSettings {
             timestep_shift: 4.0,
             metaquery_attention: MetaqueryAttention::Causal,
             supervision_visibility: SupervisionVisibility::NoisedTargetOnly,
+            precision: Precision::F32,
         }
     }
 }

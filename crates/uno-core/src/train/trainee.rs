@@ -7,7 +7,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::TrainBatch;
-use crate::bagel::{Bagel, LossNormalization, UnoBatch, UnoObjective};
+use crate::bagel::{Bagel, LossNormalization, Precision, UnoBatch, UnoObjective};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
 use crate::objectives::{LossCounts, UnoLossConfig};
 use crate::trainer::{BoxError, StepContext, StepOutput, TrainStep};
@@ -28,6 +28,9 @@ pub struct UnoTrainee<B: Backend> {
     /// (empty and disabled unless [`Self::with_latent_cache`] sizes it).
     #[module(skip)]
     pub latent_cache: Arc<LatentCache>,
+    /// The float types the model trains in ([`Self::with_precision`]).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl<B: Backend> UnoTrainee<B> {
@@ -53,6 +56,17 @@ impl<B: Backend> UnoTrainee<B> {
             codec: Codec::pixel(),
             objective,
             latent_cache: Arc::new(LatentCache::new(0)),
+            precision: Precision::F32,
+        }
+    }
+
+    /// Train in `precision` ([`Precision`]; check [`Precision::supported`] first). Weights
+    /// loaded on resume get it again, so the frozen expert stays bf16.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self {
+            model: self.model.with_precision(precision),
+            precision,
+            ..self
         }
     }
 
@@ -153,6 +167,9 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
         let (model, _) = self
             .model
             .load_safetensors(&reader, UnexpectedKeys::Error)?;
-        Ok(Self { model, ..self })
+        Ok(Self {
+            model: model.with_precision(self.precision),
+            ..self
+        })
     }
 }

@@ -91,8 +91,10 @@ fn scores<B: Backend>(q: &Tensor<B, 3>, k_t: &Tensor<B, 3>, tile: &Tile) -> Tens
             // One row of `rows * cols` shared by every head: the CPU backends add such a
             // broadcast row with SIMD, while `[1, rows, cols]` against `[heads, rows, cols]`
             // walks a strided index per element.
-            let bias =
-                Tensor::<B, 2>::from_data(TensorData::new(bias, [1, rows * cols]), &s.device());
+            let bias = Tensor::<B, 2>::from_data(
+                TensorData::new(bias, [1, rows * cols]),
+                (&s.device(), s.dtype()),
+            );
             (s.reshape([kv * (gn / rows), rows * cols]) + bias).reshape([kv, gn, cols])
         }
     }

@@ -8,6 +8,7 @@ mod fd_grad;
 mod forward;
 mod freeze;
 mod kv_cache;
+mod precision;
 mod reference;
 mod rope;
 mod stats;
