@@ -1,6 +1,9 @@
 //! One forward + backward of a BAGEL-7B-shaped MoT decoder (hidden 3584, 28 query / 4 KV
 //! heads, head 128, intermediate 18944) on one UNO-shaped sample, timed: the GPU half of
-//! `benches/gpu/README.md` (the CPU half is the criterion bench `step_memory`).
+//! `benches/gpu/README.md`. On CPU the same binary measures memory: on Linux every line
+//! also gives the process's peak resident memory so far (`VmHWM`), so one process per
+//! configuration gives its peak (the attention alone is the criterion bench
+//! `crates/uno-mot/benches/attention.rs`).
 //!
 //! The sample is the paper's average layout scaled to `--tokens` (Table 12: 171 prompt +
 //! 3362 image + 80 caption + 256 metaquery tokens at 3869): causal prompt, a noised image
@@ -9,8 +12,14 @@
 //! model FLOP utilisation against `--peak-tflops` (matmul FLOPs, attention over the visible
 //! tiles only).
 //!
+//! Precisions (`--precision`): `f32`; `bf16` (every tensor bf16, the default float type);
+//! `bf16-mixed` (UNO's training setup under `model.precision = "bf16_mixed"`: the
+//! understanding expert frozen and stored in bf16, the generation expert's f32 master
+//! weights cast at use, bf16 activations). `--freeze-und` freezes the understanding expert
+//! in the other two (`bf16-mixed` always does), as UNO trains.
+//!
 //! `cargo run --release --example step_bench --features cuda -- --backend cuda --layers 2
-//! --tokens 1024,2048,4096 --attention blockwise --bf16`
+//! --tokens 1024,2048,4096 --attention blockwise --precision bf16`
 
 use clap::{Parser, ValueEnum};
 use uno_core::burn::backend::Autodiff;
@@ -39,15 +48,24 @@ struct Args {
     tokens: Vec<usize>,
     #[arg(long, value_enum, default_value_t = Attention::Blockwise)]
     attention: Attention,
-    /// Run every tensor in bf16 (weights, activations, gradients).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
+    /// Freeze the understanding expert (no gradients for it), as UNO trains.
     #[arg(long)]
-    bf16: bool,
+    freeze_und: bool,
     /// Timed steps after one warm-up step.
     #[arg(long, default_value_t = 3)]
     iters: usize,
     /// Dense peak of the device in TFLOP/s for the utilisation figure (H200 bf16: 989).
     #[arg(long, default_value_t = 989.0)]
     peak_tflops: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Precision {
+    F32,
+    Bf16,
+    Bf16Mixed,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -101,7 +119,7 @@ fn step_flops(c: &MotConfig, sample: &SampleAttention) -> f64 {
 
 fn run<B: Backend>(args: &Args) -> Result<(), BoxError> {
     let device = B::Device::default();
-    if args.bf16 {
+    if args.precision == Precision::Bf16 {
         set_default_dtypes::<B>(&device, FloatDType::BF16, IntDType::I32)?;
     }
     let mut config = MotConfig::bagel_7b();
@@ -110,7 +128,15 @@ fn run<B: Backend>(args: &Args) -> Result<(), BoxError> {
         Attention::Dense => AttentionImpl::Dense,
         Attention::Blockwise => AttentionImpl::default(),
     };
-    let model: MotModel<Autodiff<B>> = config.init(&device)?;
+    let mut model: MotModel<Autodiff<B>> = config.init(&device)?;
+    if args.freeze_und || args.precision == Precision::Bf16Mixed {
+        model = model.freeze_und();
+    }
+    if args.precision == Precision::Bf16Mixed {
+        model = model
+            .store_und_as(FloatDType::BF16)
+            .with_compute_dtype(FloatDType::BF16);
+    }
     for &len in &args.tokens {
         let [prompt, image, caption, metaqueries] = layout(len);
         let seg = |start, len, causal_inside, sees: Vec<usize>| AttnSegment {
@@ -159,15 +185,27 @@ fn run<B: Backend>(args: &Args) -> Result<(), BoxError> {
         let seconds = start.elapsed().as_secs_f64() / args.iters as f64;
         let flops = step_flops(&config, &samples[0]);
         println!(
-            "tokens {len} layers {} attention {:?} {}: {:.1} ms/step, {:.0} tokens/s, {:.1} TFLOP/s, MFU {:.1}%",
+            "tokens {len} layers {} attention {:?} {:?}{}: {:.1} ms/step, {:.0} tokens/s, {:.1} TFLOP/s, MFU {:.1}%{}",
             args.layers,
             args.attention,
-            if args.bf16 { "bf16" } else { "f32" },
+            args.precision,
+            if args.freeze_und { " (und frozen)" } else { "" },
             seconds * 1e3,
             len as f64 / seconds,
             flops / seconds / 1e12,
-            100.0 * flops / seconds / 1e12 / args.peak_tflops
+            100.0 * flops / seconds / 1e12 / args.peak_tflops,
+            peak_rss().map_or(String::new(), |kib| format!(
+                ", peak host memory {:.0} MiB",
+                kib as f64 / 1024.0
+            ))
         );
     }
     Ok(())
+}
+
+/// The process's peak resident set (`VmHWM`, KiB) on Linux; `None` elsewhere.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -31,6 +31,12 @@ echo "=== cuda test suites"
 echo "=== BAGEL-7B-shaped step, 2 layers, bf16 (one process per attention: its peak is the"
 echo "=== 4k-token step's, the largest)"
 for attention in blockwise dense; do
-    peak "$BIN"/examples/step_bench --backend cuda --bf16 --layers 2 \
+    peak "$BIN"/examples/step_bench --backend cuda --precision bf16 --layers 2 \
         --tokens 1024,2048,4096 --attention "$attention" --iters 3 2>&1
 done | tee "$OUT/step.txt"
+
+echo "=== the same step as UNO trains it: und frozen, f32 vs bf16 mixed precision (blockwise)"
+for precision in f32 bf16-mixed; do
+    peak "$BIN"/examples/step_bench --backend cuda --precision "$precision" --freeze-und \
+        --layers 2 --tokens 1024,2048,4096 --attention blockwise --iters 3 2>&1
+done | tee "$OUT/step_mixed.txt"

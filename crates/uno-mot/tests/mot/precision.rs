@@ -14,10 +14,13 @@ use crate::common::{pack, randn, tiny};
 
 type B = Autodiff<Flex>;
 
-/// Every float parameter of a module: dtype, values, gradient (when `grads` has one).
+/// A float parameter: its dtype, values and gradient (dtype and values) when it has one.
+type Snapshot = (DType, Vec<f32>, Option<(DType, Vec<f32>)>);
+
+/// Every float parameter of a module.
 struct Params<'a> {
     grads: &'a GradientsParams,
-    out: Vec<(DType, Vec<f32>, Option<(DType, Vec<f32>)>)>,
+    out: Vec<Snapshot>,
 }
 
 impl ModuleVisitor<B> for Params<'_> {
@@ -31,10 +34,7 @@ impl ModuleVisitor<B> for Params<'_> {
     }
 }
 
-fn params<M: Module<B>>(
-    m: &M,
-    grads: &GradientsParams,
-) -> Vec<(DType, Vec<f32>, Option<(DType, Vec<f32>)>)> {
+fn params<M: Module<B>>(m: &M, grads: &GradientsParams) -> Vec<Snapshot> {
     let mut v = Params {
         grads,
         out: Vec::new(),
