@@ -28,8 +28,12 @@ fn data() -> SyntheticScenes {
     .unwrap()
 }
 
+/// A fresh folder per call: each test runs once per backend, concurrently, in one process.
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("uno-bagel-ckpt-{name}-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("uno-bagel-ckpt-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
