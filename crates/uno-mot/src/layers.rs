@@ -180,21 +180,15 @@ pub(crate) fn project<B: Backend, const D: usize>(
 }
 
 /// `norm.forward(x)` computed in `x`'s float type, with the gain cast at use (see
-/// [`project`]); the mean of squares is taken in f32 either way, as in `RmsNorm::forward`.
-///
-/// For f32 input this is `RmsNorm::forward` itself. For bf16 input the squares are formed in
-/// bf16 and only then cast to f32 for the mean: `RmsNorm::forward` casts the input to f32
-/// first, and the graph then saves that f32 copy for the square's backward, twice the bytes
-/// of the bf16 activation, at every norm of every layer. The squares' own rounding (2^-9
-/// relative each) averages out over the row's thousands of terms.
+/// [`project`]); the statistics are f32 either way, as in `RmsNorm::forward`.
 pub(crate) fn normalize<B: Backend, const D: usize>(
     norm: &RmsNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
     let dtype = x.dtype();
-    if dtype == DType::F32 && norm.gamma.val().dtype() == dtype {
+    if norm.gamma.val().dtype() == dtype {
         return norm.forward(x);
     }
-    let rms = (x.clone().square().cast(DType::F32).mean_dim(D - 1) + norm.epsilon).sqrt();
+    let rms = (x.clone().cast(DType::F32).square().mean_dim(D - 1) + norm.epsilon).sqrt();
     (x / rms.cast(dtype)) * norm.gamma.val().cast(dtype).unsqueeze()
 }
