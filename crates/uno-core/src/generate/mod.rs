@@ -20,6 +20,7 @@ mod grid;
 mod guidance;
 mod sampler;
 mod schedule;
+mod source;
 
 pub use caption::{CaptionConfig, Decoding, pick};
 pub use error::GenerateError;
@@ -28,3 +29,4 @@ pub use grid::{GUTTER, grid, save_png, to_rgb8};
 pub use guidance::{Guidance, Renorm};
 pub use sampler::{Generator, ImageRequest, SamplerConfig, euler};
 pub use schedule::sampling_timesteps;
+pub use source::EditSource;

@@ -6,7 +6,7 @@ use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::{GenerateError, Guidance, sampling_timesteps};
+use super::{EditSource, GenerateError, Guidance, sampling_timesteps};
 use crate::bagel::Bagel;
 use crate::bagel::sample_attention;
 use crate::mot::{CacheWrite, KvCache, Routing, SampleAttention};
@@ -49,9 +49,9 @@ pub struct ImageRequest<B: Backend> {
     pub prompt: Vec<u32>,
     /// Output size in pixels: multiples of the model's pixels per latent token.
     pub size: ImageSize,
-    /// For editing: the source image `[3, H, W]` in `[0, 1]` (seen through the ViT and the
-    /// codec, as in training).
-    pub source: Option<Tensor<B, 3>>,
+    /// For editing: the source image, one copy for the codec and one for the ViT, as in
+    /// training ([`EditSource::from_image`]).
+    pub source: Option<EditSource<B>>,
     /// Seed of the initial noise.
     pub seed: u64,
 }
@@ -159,17 +159,17 @@ impl<B: Backend, C: LatentCodec<B>> Generator<'_, B, C> {
             };
             return Ok((t2i(false), t2i(true), None));
         };
-        let [c, h, w] = source.dims();
-        if c != 3 {
-            return Err(GenerateError::Request {
+        let size = |image: &Tensor<B, 3>, side: &str| match image.dims() {
+            [3, h, w] => Ok(ImageSize::new(h, w)),
+            dims => Err(GenerateError::Request {
                 index: 0,
-                message: format!("the source image must be [3, H, W], found [{c}, {h}, {w}]"),
-            });
-        }
+                message: format!("the source's {side} copy must be [3, H, W], found {dims:?}"),
+            }),
+        };
+        let (source_vae, source_vit) = (size(&source.vae, "VAE")?, size(&source.vit, "ViT")?);
         let edit = |dropout| Sample::Edit {
-            // The one source tensor feeds both the clean VAE and the ViT split.
-            source: ImageSize::new(h, w),
-            source_vit: ImageSize::new(h, w),
+            source: source_vae,
+            source_vit,
             instruction: prompt.clone(),
             target,
             supervision: Supervision::none(),
@@ -257,7 +257,7 @@ impl<B: Backend> Branch<B> {
     fn new<C: LatentCodec<B>>(
         generator: &Generator<'_, B, C>,
         sample: Sample,
-        source: Option<&Tensor<B, 3>>,
+        source: Option<&EditSource<B>>,
         kv_cache: bool,
     ) -> Result<Self, GenerateError> {
         let model = generator.model;
@@ -274,12 +274,15 @@ impl<B: Backend> Branch<B> {
         let vit_images: Vec<Tensor<B, 3>> = if pack.vit_indexes.is_empty() {
             Vec::new()
         } else {
-            let image = source.expect("only edits have ViT splits").clone();
+            let image = source.expect("only edits have ViT splits").vit.clone();
             vec![image.mul_scalar(2.0).sub_scalar(1.0)]
         };
         let mut clean_rows = Vec::new();
         if pack.vae_indexes.len() > pack.noised_indexes.len() {
-            let image = source.expect("only edits have clean VAE splits").clone();
+            let image = source
+                .expect("only edits have clean VAE splits")
+                .vae
+                .clone();
             clean_rows.push(generator.codec.encode_tokens(image)?.0);
         }
         let tokens = pack.noised_indexes.len();

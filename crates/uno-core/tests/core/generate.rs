@@ -4,9 +4,10 @@
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use uno_core::bagel::{Bagel, BagelConfig};
+use uno_core::data::{ImageTransformConfig, ImageTransforms, RgbImage};
 use uno_core::generate::{
-    CaptionConfig, Decoding, GUTTER, GenerateError, Generator, Guidance, ImageRequest, Renorm,
-    SamplerConfig, euler, grid, pick, sampling_timesteps, save_png, to_rgb8,
+    CaptionConfig, Decoding, EditSource, GUTTER, GenerateError, Generator, Guidance, ImageRequest,
+    Renorm, SamplerConfig, euler, grid, pick, sampling_timesteps, save_png, to_rgb8,
 };
 use uno_core::packing::{ImageSize, SpecialTokens};
 use uno_core::vae::PixelCodec;
@@ -240,7 +241,7 @@ fn kv_cache_sampling_equals_full_recompute<B: Backend>() {
         ImageRequest {
             prompt: vec![9, 10],
             size: ImageSize::new(8, 8),
-            source: Some(source::<B>()),
+            source: Some(EditSource::same(source::<B>())),
             seed: 4,
         },
     ];
@@ -425,12 +426,89 @@ fn png_grid_reads_back<B: Backend>() {
     );
 }
 
+/// An edit source's two copies each keep their own grid, as in training: a 30x10 image
+/// through a codec-side transform (8..24 px, stride 4: scale max(24/30, 8/10) = 0.8, so
+/// 24x8) and a ViT-side one (4..12 px, stride 4: scale 0.4, so 12x4, 3x1 patches). The edit
+/// samples with them (KV cache = full recompute), each copy changes the result, and a
+/// malformed copy is named.
+fn edit_source_copies_keep_their_grids<B: Backend>() {
+    let (config, model) = model::<B>();
+    let generator = Generator {
+        model: &model,
+        codec: &PixelCodec,
+        packing: config.packing(),
+    };
+    let (height, width) = (10, 30);
+    let image = RgbImage {
+        height,
+        width,
+        data: (0..3 * height * width)
+            .map(|i| ((i * 53) % 97) as f32 / 96.0)
+            .collect(),
+    };
+    let side = |min, max| ImageTransformConfig {
+        min,
+        max,
+        stride: 4,
+        max_pixels: 1 << 20,
+    };
+    let transforms = ImageTransforms {
+        vae: side(8, 24),
+        vit: side(4, 12),
+    };
+    let device = Default::default();
+    let source = EditSource::<B>::from_image(&image, &transforms, &device).unwrap();
+    assert_eq!(source.vae.dims(), [3, 8, 24]);
+    assert_eq!(source.vit.dims(), [3, 4, 12]);
+    let request = |source: EditSource<B>| ImageRequest {
+        prompt: vec![9, 10],
+        size: ImageSize::new(8, 8),
+        source: Some(source),
+        seed: 4,
+    };
+    let sampler = SamplerConfig {
+        steps: 4,
+        ..SamplerConfig::default()
+    };
+    let run = |source: EditSource<B>, kv_cache| {
+        let config = SamplerConfig {
+            kv_cache,
+            ..sampler
+        };
+        to_vec(generator.generate(&[request(source)], &config).unwrap()[0].clone())
+    };
+    let out = run(source.clone(), true);
+    assert_close(&out, &run(source.clone(), false), 1e-4, 1e-4);
+    let flipped = |t: Tensor<B, 3>| t.neg().add_scalar(1.0);
+    let other_vit = EditSource {
+        vit: flipped(source.vit.clone()),
+        ..source.clone()
+    };
+    let other_vae = EditSource {
+        vae: flipped(source.vae.clone()),
+        ..source.clone()
+    };
+    assert_ne!(run(other_vit, true), out, "the ViT copy is used");
+    assert_ne!(run(other_vae, true), out, "the codec copy is used");
+
+    let bad = EditSource {
+        vit: Tensor::zeros([1, 4, 12], &device),
+        ..source
+    };
+    let err = generator.generate(&[request(bad)], &sampler).unwrap_err();
+    assert!(
+        matches!(&err, GenerateError::Request { message, .. } if message.contains("ViT copy")),
+        "{err}"
+    );
+}
+
 uno_testing::backend_tests!(
     euler_on_a_linear_field,
     euler_on_a_straight_line,
     cfg_formula_matches_hand_values,
     renorm_bounds_hold,
     kv_cache_sampling_equals_full_recompute,
+    edit_source_copies_keep_their_grids,
     captioning_decodes_from_the_cache,
     png_grid_reads_back
 );
