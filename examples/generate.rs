@@ -9,7 +9,8 @@
 //!
 //! Options: `--model-dir DIR` (any BAGEL folder; a release needs `--tokenizer`),
 //! `--prompt TEXT` (repeatable), `--seeds 0,1,2`, `--steps 50`, `--cfg-text 4.0`,
-//! `--cfg-img 1.5` (editing only), `--shift 3.0`, `--size 32`, `--out FILE.png`,
+//! `--source IMAGE` (edit it: each prompt is an instruction), `--cfg-img 1.5` (editing
+//! only), `--shift 3.0`, `--size 32`, `--out FILE.png`,
 //! `--backend flex|ndarray|wgpu|cuda`.
 
 use std::path::PathBuf;
@@ -50,6 +51,10 @@ struct Args {
     /// Image side in pixels.
     #[arg(long, default_value_t = 32)]
     size: usize,
+    /// Edit this image instead (each prompt an instruction; the output takes the size of
+    /// its codec copy, made by the folder's training transforms).
+    #[arg(long)]
+    source: Option<PathBuf>,
     /// Output PNG (default: samples.png in the model folder).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -86,6 +91,7 @@ fn run<B: Backend>(args: Args) -> Result<(), BoxError> {
         prompts: args.prompts,
         seeds: args.seeds,
         size: args.size,
+        source: args.source,
         sampler: SamplerConfig {
             steps: args.steps,
             timestep_shift: args.shift,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use uno_core::backend::{Autodiff, Flex};
 use uno_core::bagel::{Bagel, BagelConfig};
 use uno_core::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
-use uno_core::data::{SyntheticConfig, SyntheticScenes};
+use uno_core::data::{RgbImage, SyntheticConfig, SyntheticScenes};
 use uno_core::objectives::ConditionDropoutConfig;
 use uno_core::train::{BatchFill, PackedBatches, RunConfig, UnoTrainee};
 use uno_core::trainer::{ScheduleKind, TrainConfig, Trainer};
@@ -462,6 +462,7 @@ fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
         prompts: Vec::new(),
         seeds: vec![0, 1],
         size: 16,
+        source: None,
         sampler: SamplerConfig {
             steps: 3,
             ..SamplerConfig::default()
@@ -485,6 +486,32 @@ fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
     assert_eq!(
         (be(16), be(20)),
         (2 * (16 + GUTTER) + GUTTER, 4 * (16 + GUTTER) + GUTTER)
+    );
+    // Editing: a 24x8 source goes through the run's own transforms (run.toml) and the
+    // edit comes out at its codec copy's size.
+    let source = dir.join("source.png");
+    let mut image = RgbImage::filled(8, 24, [0.9, 0.2, 0.1]);
+    image.set_pixel(3, 5, [0.0, 0.0, 1.0]);
+    image.save(&source).unwrap();
+    let vae = RunConfig::load(Some(&dir.join("run.toml")), &[])
+        .unwrap()
+        .data
+        .vae_image;
+    let (h, w) = vae.target_size(8, 24).unwrap();
+    let edit = GridSpec {
+        prompts: vec!["a red circle at the top".into()],
+        seeds: vec![0],
+        source: Some(source),
+        caption: None,
+        out: Some(dir.join("edit.png")),
+        ..grid.clone()
+    };
+    let report = sample_grid::<Flex>(&edit, &device).unwrap();
+    let png = std::fs::read(&report.path).unwrap();
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!(
+        (be(16), be(20)),
+        (w as u32 + 2 * GUTTER, h as u32 + 2 * GUTTER)
     );
     let missing = GridSpec {
         model_dir: dir.join("nope"),
@@ -571,6 +598,7 @@ fn flux_folder_trains_resumes_exactly_and_generates() {
             prompts: vec!["a red circle".into()],
             seeds: vec![3],
             size: 16,
+            source: None,
             sampler: SamplerConfig {
                 steps: 3,
                 ..SamplerConfig::default()

@@ -398,6 +398,7 @@ fn generate_refuses_to_write_images_from_nan_weights() {
         prompts: vec!["a red circle".into()],
         seeds: vec![3],
         size: 16,
+        source: None,
         sampler: SamplerConfig {
             steps: 2,
             ..SamplerConfig::default()

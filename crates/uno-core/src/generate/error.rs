@@ -69,6 +69,15 @@ pub enum GenerateError {
         /// Non-finite values in the image.
         count: usize,
     },
+    /// The run record of a folder (its `run.toml`, for an edit source's transforms) does
+    /// not load.
+    #[error("{}: {source}", .path.display())]
+    RunRecord {
+        /// The `run.toml`.
+        path: PathBuf,
+        /// Why it does not load.
+        source: Box<crate::train::RunError>,
+    },
     /// The PNG could not be written.
     #[error("cannot write {}: {source}", .path.display())]
     Write {

@@ -6,12 +6,15 @@ use std::path::{Path, PathBuf};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
 
-use super::{CaptionConfig, GenerateError, Generator, ImageRequest, SamplerConfig, grid, save_png};
+use super::{
+    CaptionConfig, EditSource, GenerateError, Generator, ImageRequest, SamplerConfig, grid,
+    save_png,
+};
 use crate::bagel::Bagel;
 use crate::checkpoint::UnexpectedKeys;
-use crate::data::{SyntheticConfig, SyntheticScenes, TextTokenizer};
+use crate::data::{ImageTransforms, RgbImage, SyntheticConfig, SyntheticScenes, TextTokenizer};
 use crate::packing::ImageSize;
-use crate::train::{HELD_OUT_SEED, TOKENIZER_FILE};
+use crate::train::{HELD_OUT_SEED, RUN_CONFIG_FILE, RunConfig, TOKENIZER_FILE};
 
 /// Number of held-out synthetic prompts used when none are given.
 const DEFAULT_PROMPTS: usize = 4;
@@ -29,8 +32,13 @@ pub struct GridSpec {
     pub prompts: Vec<String>,
     /// Noise seeds, one grid column each.
     pub seeds: Vec<u64>,
-    /// Image side in pixels.
+    /// Image side in pixels (text-to-image).
     pub size: usize,
+    /// For editing: the image every prompt edits (each prompt is then an instruction). It
+    /// goes through the folder's training transforms (`run.toml`'s `[data] vae_image` and
+    /// `vit_image`; BAGEL's for a folder no run wrote), and the edits come out at the size
+    /// of its codec copy, as BAGEL edits (`size` is unused).
+    pub source: Option<PathBuf>,
     /// Timesteps, shift and guidance.
     pub sampler: SamplerConfig,
     /// Also caption every image through the understanding path.
@@ -71,14 +79,25 @@ pub fn sample_grid<B: Backend>(
         codec: &codec,
         packing: config.packing(),
     };
+    let source = match &spec.source {
+        Some(path) => Some(edit_source::<B>(dir, path, device)?),
+        None => None,
+    };
+    let size = match &source {
+        Some(source) => {
+            let [_, height, width] = source.vae.dims();
+            ImageSize::new(height, width)
+        }
+        None => ImageSize::new(spec.size, spec.size),
+    };
     let mut requests = Vec::new();
     for prompt in &prompts {
         let tokens = tokenizer.encode(prompt)?;
         for &seed in &spec.seeds {
             requests.push(ImageRequest {
                 prompt: tokens.clone(),
-                size: ImageSize::new(spec.size, spec.size),
-                source: None,
+                size,
+                source: source.clone(),
                 seed,
             });
         }
@@ -158,4 +177,30 @@ fn tokenizer_and_prompts(
         spec.prompts.clone()
     };
     Ok((tokenizer, prompts))
+}
+
+/// The edit source at `path` in its two copies, through the transforms the folder's run
+/// trained with (BAGEL's when no run wrote the folder).
+fn edit_source<B: Backend>(
+    dir: &Path,
+    path: &Path,
+    device: &B::Device,
+) -> Result<EditSource<B>, GenerateError> {
+    let record = dir.join(RUN_CONFIG_FILE);
+    let transforms = if record.is_file() {
+        let data = RunConfig::load(Some(&record), &[])
+            .map_err(|e| GenerateError::RunRecord {
+                path: record.clone(),
+                source: Box::new(e),
+            })?
+            .data;
+        ImageTransforms {
+            vae: data.vae_image,
+            vit: data.vit_image,
+        }
+    } else {
+        ImageTransforms::bagel()
+    };
+    let image = RgbImage::from_dynamic(&RgbImage::load(path)?);
+    EditSource::from_image(&image, &transforms, device)
 }
