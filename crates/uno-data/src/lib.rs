@@ -17,6 +17,7 @@ mod error;
 mod image;
 mod manifest;
 mod order;
+pub mod shapes;
 mod synthetic;
 mod tokenizer;
 mod transform;

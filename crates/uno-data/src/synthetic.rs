@@ -15,8 +15,8 @@ use crate::{
 };
 use uno_packing::{ImageSize, Sample, SpecialTokens, Supervision};
 
-/// (prompt word, re-caption word, RGB)
-const COLORS: [(&str, &str, [f32; 3]); 6] = [
+/// (prompt word, re-caption word, RGB); the shapes benchmark's `Color` indexes it.
+pub(crate) const COLORS: [(&str, &str, [f32; 3]); 6] = [
     ("red", "crimson", [0.9, 0.1, 0.1]),
     ("green", "emerald", [0.1, 0.75, 0.2]),
     ("blue", "navy", [0.1, 0.2, 0.9]),
@@ -24,6 +24,9 @@ const COLORS: [(&str, &str, [f32; 3]); 6] = [
     ("purple", "violet", [0.6, 0.2, 0.8]),
     ("orange", "amber", [1.0, 0.55, 0.0]),
 ];
+
+/// The light grey every scene is drawn on.
+pub(crate) const BACKGROUND: [f32; 3] = [0.92, 0.92, 0.92];
 
 /// Grid cells of a 3x3 layout: (prompt words, re-caption words), row-major.
 const CELLS: [(&str, &str); 9] = [
@@ -44,7 +47,7 @@ const GLUE: [&str; 12] = [
 ];
 
 /// The shape drawn in a cell. Each has a prompt word and a different re-caption word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShapeKind {
     /// "circle" in the prompt, "disc" in the re-caption.
@@ -56,10 +59,11 @@ pub enum ShapeKind {
 }
 
 impl ShapeKind {
-    const ALL: [Self; 3] = [Self::Circle, Self::Square, Self::Triangle];
+    /// Every shape, in index order.
+    pub const ALL: [Self; 3] = [Self::Circle, Self::Square, Self::Triangle];
 
     /// (prompt word, re-caption word)
-    fn words(self) -> (&'static str, &'static str) {
+    pub(crate) fn words(self) -> (&'static str, &'static str) {
         match self {
             Self::Circle => ("circle", "disc"),
             Self::Square => ("square", "box"),
@@ -127,7 +131,7 @@ impl Scene {
 
     /// Draw the scene on a light grey background as a `size` x `size` image.
     pub fn render(&self, size: usize) -> RgbImage {
-        let mut image = RgbImage::filled(size, size, [0.92, 0.92, 0.92]);
+        let mut image = RgbImage::filled(size, size, BACKGROUND);
         let cell = size as f32 / 3.0;
         let radius = cell * 0.38;
         for shape in &self.shapes {
