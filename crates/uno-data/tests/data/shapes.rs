@@ -7,7 +7,8 @@ use uno_data::shapes::{
     BenchScores, Category, Color, ObjectSpec, PixelJudge, PromptSpec, Relation, ShapesBench,
     ShapesBenchConfig,
 };
-use uno_data::{DataError, RgbImage, Scene, ShapeKind};
+use uno_data::{DataError, Dataset, RgbImage, Scene, ShapeKind, SyntheticScenes};
+use uno_packing::Sample;
 
 /// The tiny preset's image side (`crates/uno-core/configs/tiny.toml`, `[data]`).
 const SIDE: usize = 32;
@@ -339,4 +340,42 @@ fn scores_average_categories_not_images() {
     assert_eq!(scores.accuracy(Category::Position), None);
     assert_eq!(scores.overall(), Some(0.375));
     assert_eq!(BenchScores::default().overall(), None);
+}
+
+#[test]
+fn bench_training_set_items_are_train_examples() {
+    let bench = bench();
+    let set = SyntheticScenes::shapes_bench(bench.clone(), 40, SIDE).unwrap();
+    let grid: Vec<String> = SyntheticScenes::vocabulary()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let words = SyntheticScenes::bench_vocabulary();
+    assert_eq!(words[..grid.len()], grid);
+    for word in ["three", "circles", "left", "of", "above", "below"] {
+        assert!(words.iter().any(|w| w == word), "{word}");
+    }
+    let decode = |ids: &[u32]| set.tokenizer().decode(ids).unwrap();
+    for i in [0, 7, 39] {
+        let item = set.get(i).unwrap();
+        let (spec, scene) = bench.train_example(i as u64);
+        assert_eq!(item.prompt, spec.text());
+        assert_eq!(item.caption, scene.recaption());
+        assert_eq!(item.target.vae, scene.render(SIDE));
+        assert_eq!(set.scene(i), scene);
+        let Sample::TextToImage {
+            prompt,
+            supervision,
+            ..
+        } = item.sample
+        else {
+            panic!("bench items are text-to-image")
+        };
+        assert_eq!(decode(&prompt), item.prompt);
+        assert_eq!(decode(&supervision.caption.unwrap()), item.caption);
+    }
+    assert!(matches!(
+        set.get(40),
+        Err(DataError::OutOfRange { index: 40, len: 40 })
+    ));
 }
