@@ -19,16 +19,19 @@ use crate::vae::LatentCodec;
 
 /// The generation expert's gradient of one loss, per decoder layer: every parameter of
 /// `layers.{i}.moe_gen`, flattened, in visit order; `None` for a parameter the loss does
-/// not reach (e.g. the last layer's MLP for the caption loss, which reads only the image
-/// tokens' keys and values there) or a frozen one, which counts as a zero gradient.
+/// not reach or a frozen one, which counts as a zero gradient. (In the last layer, the
+/// caption and metaquery tokens read only the image tokens' keys and values, so the caption
+/// and visual losses do not reach that layer's generation MLP.)
 #[derive(Debug, Clone)]
 pub struct ExpertGradients<B: Backend> {
     layers: Vec<Vec<Option<Tensor<B, 1>>>>,
 }
 
 impl<B: Backend> ExpertGradients<B> {
-    /// Backpropagate `loss` (shape `[1]`) and keep the gradients of `model`'s generation
-    /// expert.
+    /// Backpropagate `loss` and keep the gradients of `model`'s generation expert.
+    ///
+    /// # Shapes
+    /// - `loss`: `[1]`
     pub fn of<A: AutodiffBackend<InnerBackend = B>>(model: &Bagel<A>, loss: Tensor<A, 1>) -> Self {
         let grads = loss.backward();
         let layers = model
