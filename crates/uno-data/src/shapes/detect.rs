@@ -22,7 +22,7 @@ pub struct PixelJudge {
     /// blurred to about a third into the background still counts as the shape.
     pub foreground_threshold: f32,
     /// Objects smaller than this fraction of the image are noise, not objects. A drawn
-    /// shape covers 2.5 % (triangle) to 5 % (circle) of the image.
+    /// shape covers about 2.3 % (triangle) to 5 % (circle) of the image.
     pub min_area_fraction: f32,
     /// A relative position holds when the centroids differ by more than this fraction of
     /// the image side along its axis (neighbouring cells are a third apart).
