@@ -65,6 +65,15 @@ pub enum DataError {
         /// What is wrong, with the values.
         reason: String,
     },
+    /// A benchmark prompt spec with no layout on the 3x3 grid (a count of 0, more objects
+    /// than cells, a relation not between two single objects).
+    #[error("no layout for the prompt \"{prompt}\": {reason}")]
+    Layout {
+        /// The prompt's text.
+        prompt: String,
+        /// What is wrong, with the values.
+        reason: String,
+    },
     /// An invalid data-set setting (a bad [`crate::SyntheticConfig`]).
     #[error("invalid data config: {0}")]
     Config(String),

@@ -4,7 +4,8 @@
 //! synthetic set that needs no files, and the tokenizer they share. It depends on
 //! `uno-packing` (a dataset yields packing [`Sample`]s), `image` and `tokenizers`, never on a
 //! model: BAGEL's image transforms ([`ImageTransformConfig`]) and the shuffled epoch order
-//! ([`EpochOrder`]) live here too.
+//! ([`EpochOrder`]) live here too, and so does [`shapes`], the ShapesBench prompts, split and
+//! pixel judge over the synthetic world.
 //!
 //! A dataset yields [`TrainItem`]s: the packing [`Sample`] (token ids and image sizes) plus
 //! the pixels the model encodes (the clean target, and for edits the source image).
@@ -17,6 +18,7 @@ mod error;
 mod image;
 mod manifest;
 mod order;
+pub mod shapes;
 mod synthetic;
 mod tokenizer;
 mod transform;

@@ -9,14 +9,15 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::shapes::{COUNTS, Category, PromptSpec, ShapesBench};
 use crate::tokenizer::SPECIAL_TOKENS;
 use crate::{
     DataError, Dataset, ImageTransformConfig, ImageTransforms, RgbImage, TextTokenizer, TrainItem,
 };
 use uno_packing::{ImageSize, Sample, SpecialTokens, Supervision};
 
-/// (prompt word, re-caption word, RGB)
-const COLORS: [(&str, &str, [f32; 3]); 6] = [
+/// (prompt word, re-caption word, RGB); the shapes benchmark's `Color` indexes it.
+pub(crate) const COLORS: [(&str, &str, [f32; 3]); 6] = [
     ("red", "crimson", [0.9, 0.1, 0.1]),
     ("green", "emerald", [0.1, 0.75, 0.2]),
     ("blue", "navy", [0.1, 0.2, 0.9]),
@@ -24,6 +25,9 @@ const COLORS: [(&str, &str, [f32; 3]); 6] = [
     ("purple", "violet", [0.6, 0.2, 0.8]),
     ("orange", "amber", [1.0, 0.55, 0.0]),
 ];
+
+/// The light grey every scene is drawn on.
+pub(crate) const BACKGROUND: [f32; 3] = [0.92, 0.92, 0.92];
 
 /// Grid cells of a 3x3 layout: (prompt words, re-caption words), row-major.
 const CELLS: [(&str, &str); 9] = [
@@ -44,7 +48,7 @@ const GLUE: [&str; 12] = [
 ];
 
 /// The shape drawn in a cell. Each has a prompt word and a different re-caption word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShapeKind {
     /// "circle" in the prompt, "disc" in the re-caption.
@@ -56,10 +60,11 @@ pub enum ShapeKind {
 }
 
 impl ShapeKind {
-    const ALL: [Self; 3] = [Self::Circle, Self::Square, Self::Triangle];
+    /// Every shape, in index order.
+    pub const ALL: [Self; 3] = [Self::Circle, Self::Square, Self::Triangle];
 
     /// (prompt word, re-caption word)
-    fn words(self) -> (&'static str, &'static str) {
+    pub(crate) fn words(self) -> (&'static str, &'static str) {
         match self {
             Self::Circle => ("circle", "disc"),
             Self::Square => ("square", "box"),
@@ -127,7 +132,7 @@ impl Scene {
 
     /// Draw the scene on a light grey background as a `size` x `size` image.
     pub fn render(&self, size: usize) -> RgbImage {
-        let mut image = RgbImage::filled(size, size, [0.92, 0.92, 0.92]);
+        let mut image = RgbImage::filled(size, size, BACKGROUND);
         let cell = size as f32 / 3.0;
         let radius = cell * 0.38;
         for shape in &self.shapes {
@@ -175,10 +180,22 @@ impl Default for SyntheticConfig {
     }
 }
 
-/// The synthetic data set, with its own word-level tokenizer.
+/// Where a synthetic set's scenes and prompts come from.
+#[derive(Debug, Clone)]
+enum Prompts {
+    /// 1 to `max_shapes` random shapes, the prompt naming each one's colour, shape and cell.
+    Grid,
+    /// ShapesBench's training distribution ([`ShapesBench::train_example`]).
+    Bench(ShapesBench),
+}
+
+/// The synthetic data set, with its own word-level tokenizer: random scenes with prompts
+/// naming every shape's cell ([`Self::new`]), or the ShapesBench training distribution
+/// ([`Self::shapes_bench`]).
 #[derive(Debug, Clone)]
 pub struct SyntheticScenes {
     config: SyntheticConfig,
+    prompts: Prompts,
     tokenizer: TextTokenizer,
     supervision: (bool, bool),
     transforms: ImageTransforms,
@@ -187,15 +204,48 @@ pub struct SyntheticScenes {
 impl SyntheticScenes {
     /// A data set whose items carry both UNO supervision splits.
     pub fn new(config: SyntheticConfig) -> Result<Self, DataError> {
+        Self::build(config, Prompts::Grid, Self::vocabulary())
+    }
+
+    /// ShapesBench's training distribution as a data set of `len` items drawn at
+    /// `image_size` pixels: item `i` is [`ShapesBench::train_example`]`(i)`, its prompt the
+    /// benchmark prompt, its caption the scene's re-caption ([`Scene::recaption`]). The
+    /// config it reports has the bench's seed and its largest scene (4 shapes). Its
+    /// vocabulary is [`Self::bench_vocabulary`].
+    pub fn shapes_bench(
+        bench: ShapesBench,
+        len: usize,
+        image_size: usize,
+    ) -> Result<Self, DataError> {
+        let config = SyntheticConfig {
+            len,
+            image_size,
+            max_shapes: *COUNTS.end(),
+            seed: bench.config().seed,
+        };
+        let words = Self::bench_vocabulary();
+        Self::build(
+            config,
+            Prompts::Bench(bench),
+            words.iter().map(String::as_str),
+        )
+    }
+
+    fn build<'a>(
+        config: SyntheticConfig,
+        prompts: Prompts,
+        words: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, DataError> {
         if config.len == 0 || config.image_size < 3 || !(1..=9).contains(&config.max_shapes) {
             return Err(DataError::Config(format!(
                 "synthetic set needs len > 0, image_size >= 3 and 1 <= max_shapes <= 9, got {config:?}"
             )));
         }
-        let tokenizer = TextTokenizer::word_level(Self::vocabulary())?;
+        let tokenizer = TextTokenizer::word_level(words)?;
         let identity = ImageTransformConfig::fixed(config.image_size, 1);
         Ok(Self {
             config,
+            prompts,
             tokenizer,
             supervision: (true, true),
             transforms: ImageTransforms {
@@ -238,7 +288,21 @@ impl SyntheticScenes {
         words
     }
 
-    /// The word-level tokenizer over [`Self::vocabulary`].
+    /// [`Self::vocabulary`], then the words of ShapesBench's prompts it lacks ("three",
+    /// "circles", "left", "of", ...): a word shared with the grid prompts keeps its id.
+    pub fn bench_vocabulary() -> Vec<String> {
+        let mut words: Vec<String> = Self::vocabulary().into_iter().map(String::from).collect();
+        for spec in Category::ALL.into_iter().flat_map(PromptSpec::enumerate) {
+            for word in spec.text().split(' ') {
+                if !words.iter().any(|w| w == word) {
+                    words.push(word.to_string());
+                }
+            }
+        }
+        words
+    }
+
+    /// The word-level tokenizer over [`Self::vocabulary`] (or [`Self::bench_vocabulary`]).
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
@@ -257,6 +321,24 @@ impl SyntheticScenes {
 
     /// The scene of item `index`: a pure function of `(seed, index)`.
     pub fn scene(&self, index: usize) -> Scene {
+        self.prompted_scene(index).1
+    }
+
+    /// The prompt and scene of item `index`.
+    fn prompted_scene(&self, index: usize) -> (String, Scene) {
+        match &self.prompts {
+            Prompts::Grid => {
+                let scene = self.grid_scene(index);
+                (scene.prompt(), scene)
+            }
+            Prompts::Bench(bench) => {
+                let (spec, scene) = bench.train_example(index as u64);
+                (spec.text(), scene)
+            }
+        }
+    }
+
+    fn grid_scene(&self, index: usize) -> Scene {
         let mut rng = StdRng::seed_from_u64(
             self.config
                 .seed
@@ -290,8 +372,8 @@ impl Dataset for SyntheticScenes {
                 len: self.config.len,
             });
         }
-        let scene = self.scene(index);
-        let (prompt, caption) = (scene.prompt(), scene.recaption());
+        let (prompt, scene) = self.prompted_scene(index);
+        let caption = scene.recaption();
         let target = self
             .transforms
             .apply(&scene.render(self.config.image_size))?;

@@ -7,8 +7,11 @@
 //! * the pieces it is made of, for custom loops: the model side ([`UnoTrainee`], a
 //!   [`TrainStep`](crate::trainer::TrainStep)), the data side ([`PackedBatches`], a
 //!   [`DataSource`](crate::trainer::DataSource) over any [`Dataset`](crate::data::Dataset))
-//!   and held-out evaluation ([`HeldOut`]).
+//!   and held-out evaluation ([`HeldOut`]);
+//! * [`gradient_alignment`]: how the caption and visual gradients align with the flow
+//!   gradient per decoder layer (the paper's Figure 8).
 
+mod alignment;
 mod batches;
 mod error;
 mod eval;
@@ -18,6 +21,7 @@ mod run;
 mod run_config;
 mod trainee;
 
+pub use alignment::{ExpertGradients, LayerAlignment, TermAlignment, gradient_alignment};
 pub use batches::{BatchFill, PackedBatches, TrainBatch, item_images, item_vit_target};
 pub use error::RunError;
 pub use eval::HeldOut;

@@ -2,6 +2,7 @@
 //! binary per file would multiply CI's link time.
 
 mod accumulation;
+mod alignment;
 mod bagel;
 mod bagel_checkpoint;
 mod batches;

@@ -9,6 +9,7 @@ use uno_data::{
 use uno_packing::{ImageSize, PackedSequence, PackingConfig, Sample, Supervision};
 
 mod fuzz;
+mod shapes;
 
 fn scenes() -> SyntheticScenes {
     SyntheticScenes::new(SyntheticConfig {
