@@ -14,8 +14,9 @@ use crate::packing::{ImageKind, PackedSequence, TimestepSlot, index_tensor};
 use crate::trainer::TrainRng;
 use crate::vae::{LatentCodec, LatentSampling};
 
-/// One packed batch and the pixels behind its images.
-#[derive(Debug, Clone, Copy)]
+/// One packed batch and the pixels behind its images. `Copy` for every backend (it holds
+/// only references and plain values; a derive would ask `B: Copy`).
+#[derive(Debug)]
 pub struct UnoBatch<'a, B: Backend> {
     /// The packed sequence (made with the model's [`BagelConfig::packing`]).
     pub pack: &'a PackedSequence,
@@ -34,6 +35,14 @@ pub struct UnoBatch<'a, B: Backend> {
     /// What each loss term's per-item sum is divided by.
     pub normalization: LossNormalization,
 }
+
+impl<B: Backend> Clone for UnoBatch<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for UnoBatch<'_, B> {}
 
 /// What each loss term's per-item sum is divided by (noised tokens for flow matching,
 /// caption targets for the caption loss, metaqueries for the visual loss).

@@ -141,14 +141,6 @@ pub fn gradient_alignment<B: AutodiffBackend>(
     objective: &UnoObjective,
 ) -> Result<Vec<LayerAlignment>, BagelError> {
     let term = |pick: fn(UnoLossOutput<B>) -> (Tensor<B, 1>, usize)| {
-        // `UnoBatch` is `Copy` only for `Copy` backends; its fields always are.
-        let batch = UnoBatch {
-            pack: batch.pack,
-            images: batch.images,
-            vit_targets: batch.vit_targets,
-            noise_seed: batch.noise_seed,
-            normalization: batch.normalization,
-        };
         let out = model.uno_forward(batch, codec, objective)?;
         let (loss, count) = pick(out.loss);
         Ok::<_, BagelError>((count > 0).then(|| ExpertGradients::of(model, loss)))
