@@ -262,7 +262,8 @@ impl<B: Backend> MotModel<B> {
     /// back to the input's type; every weight is cast at use, so parameters kept in f32
     /// (the trainable generation expert's master weights) get f32 gradients through the
     /// cast, and parameters stored in `dtype` ([`Self::store_und_as`]) are used as they are.
-    /// Activations saved for backward are `dtype`: half the memory of f32 in bf16.
+    /// Activations are `dtype` (what that saves in a training step is measured in
+    /// docs/performance.md: about a third of the peak above the weights, not a half).
     ///
     /// Backends: flex and cuda compute in bf16; ndarray and wgpu do not support it.
     pub fn with_compute_dtype(mut self, dtype: FloatDType) -> Self {
