@@ -8,9 +8,9 @@
 //!   summed over all peers BEFORE the first forward, so each peer normalises its per-token
 //!   loss sums by the global counts (BAGEL's normalisation); a model without counts has
 //!   each micro-batch loss divided by `peers x grad_accumulation`;
-//! * after the backward, the trainable parameters' gradients are summed over the peers
-//!   ([`grads`]), then clipped by their global norm, so every peer applies the same AdamW
-//!   step and the same EMA update: the replicas stay bit-identical;
+//! * after the backward, the trainable parameters' gradients are summed over the peers in
+//!   one all-reduce, then clipped by their global norm, so every peer applies the same
+//!   AdamW step and the same EMA update: the replicas stay bit-identical;
 //! * peer 0 alone writes checkpoints and metrics, between two agreements, so that a
 //!   checkpoint is written only when every peer finished the step, and every peer learns
 //!   whether the write succeeded.

@@ -20,15 +20,15 @@ use crate::error::{Result, TrainError};
 const LIMB_BITS: u32 = 16;
 /// Limbs per `u64`.
 const LIMBS: usize = 4;
-/// Most peers [`Peer::sum_exact`] is exact for (see [`LIMB_BITS`]).
+/// Most peers a run may have: counts are summed exactly through f32 as 16-bit limbs, whose
+/// sum over 256 peers still fits f32's 24-bit mantissa.
 pub const MAX_PEERS: usize = 256;
 
 /// One replica of a data-parallel run: its rank among `peers`, registered with
 /// burn-collective on its device.
 ///
-/// Build one per device thread with [`Peer::register`] (or let
-/// [`run_data_parallel`](super::run_data_parallel) do it), give it to
-/// [`Trainer::join`](crate::Trainer::join).
+/// [`run_data_parallel`](super::run_data_parallel) registers one per device thread and
+/// hands it to its closure, which gives it to [`Trainer::join`](crate::Trainer::join).
 #[derive(Debug)]
 pub struct Peer<B: AutodiffBackend> {
     rank: usize,

@@ -37,14 +37,25 @@ fn config(dir: &Path, k: u32, iterations: u64) -> TrainConfig {
         .unwrap()
 }
 
+/// A bad micro-batch in the data.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// None.
+    Clean,
+    /// The source cannot read this position.
+    Unreadable(u64),
+    /// The micro-batch at this position has a NaN loss.
+    Nan(u64),
+}
+
 /// (inp, head, ema inp, ema head) after `iterations` steps of a global batch of 4
 /// micro-batches: on one device (`peers == 1`: accumulation 4) or on `peers` peers
-/// (resuming from `dir`'s checkpoints), with an unreadable micro-batch at `fail_at`.
+/// (resuming from `dir`'s checkpoints), with `fault` in the data.
 fn train<B: AutodiffBackend>(
     dir: &Path,
     peers: usize,
     weighted: bool,
-    fail_at: Option<u64>,
+    fault: Fault,
 ) -> Result<Vec<[Vec<f32>; 4]>, TrainError> {
     let iterations = 5;
     let weights = |t: &Trainer<B, toy::Toy<B>>| {
@@ -55,10 +66,13 @@ fn train<B: AutodiffBackend>(
     let k = 4 / peers as u32;
     let device = B::Device::default();
     let mut data = move |p: u64, _: &mut TrainRng| -> Result<ToyBatch, BoxError> {
-        match fail_at {
-            Some(bad) if p == bad => Err(format!("bad sample {p}").into()),
-            _ => Ok(batch_at(p, weighted)),
+        let mut batch = batch_at(p, weighted);
+        match fault {
+            Fault::Unreadable(bad) if p == bad => return Err(format!("bad sample {p}").into()),
+            Fault::Nan(bad) => batch.poison = p == bad,
+            _ => {}
         }
+        Ok(batch)
     };
     if peers == 1 {
         let model = toy::toy::<B>(3, &device);
@@ -83,8 +97,8 @@ fn two_peers_match_one_device<B: AutodiffBackend>() {
     let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     for weighted in [true, false] {
         let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let single = train::<B>(one.path(), 1, weighted, None).unwrap();
-        let peers = train::<B>(two.path(), 2, weighted, None).unwrap();
+        let single = train::<B>(one.path(), 1, weighted, Fault::Clean).unwrap();
+        let peers = train::<B>(two.path(), 2, weighted, Fault::Clean).unwrap();
         assert_eq!(peers[0], peers[1], "the replicas are bit-identical");
         for (got, want) in peers[0].iter().zip(&single[0]) {
             uno_testing::assert_close(got, want, 1e-7, 1e-6);
@@ -104,15 +118,15 @@ fn two_peers_match_one_device<B: AutodiffBackend>() {
 fn two_peers_resume_exactly<B: AutodiffBackend>() {
     let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     let straight = tempfile::tempdir().unwrap();
-    let want = train::<B>(straight.path(), 2, true, None).unwrap();
+    let want = train::<B>(straight.path(), 2, true, Fault::Clean).unwrap();
     for peers in [2, 1] {
         let dir = tempfile::tempdir().unwrap();
-        let err = train::<B>(dir.path(), 2, true, Some(17)).unwrap_err();
+        let err = train::<B>(dir.path(), 2, true, Fault::Unreadable(17)).unwrap_err();
         assert!(
             matches!(err, TrainError::Data { position: 17, .. }),
             "{err}"
         );
-        let got = train::<B>(dir.path(), peers, true, None).unwrap();
+        let got = train::<B>(dir.path(), peers, true, Fault::Clean).unwrap();
         if peers == 2 {
             assert_eq!(got[0], want[0]);
         }
@@ -120,6 +134,26 @@ fn two_peers_resume_exactly<B: AutodiffBackend>() {
             uno_testing::assert_close(got, want, 1e-7, 1e-6);
         }
     }
+}
+
+/// A NaN loss in peer 0's part of step 1 (position 5) skips that step on both peers, as
+/// one device skips it: the same weights, and one skipped step in the metrics.
+fn a_nan_on_one_peer_skips_the_step_everywhere<B: AutodiffBackend>() {
+    let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let single = train::<B>(one.path(), 1, true, Fault::Nan(5)).unwrap();
+    let peers = train::<B>(two.path(), 2, true, Fault::Nan(5)).unwrap();
+    for (got, want) in peers[1].iter().zip(&single[0]) {
+        uno_testing::assert_close(got, want, 1e-7, 1e-6);
+    }
+    let metrics = std::fs::read_to_string(two.path().join("metrics.jsonl")).unwrap();
+    let skipped: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|m| m["skipped"] == true)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{metrics}");
+    assert_eq!(skipped[0]["data_position"], 4);
 }
 
 /// Peer 1 cannot read the micro-batch at position 10 (step 2): every peer stops, the error
@@ -183,6 +217,7 @@ fn a_failing_peer_stops_every_peer<B: AutodiffBackend>() {
 
 autodiff_tests!(
     two_peers_match_one_device,
+    a_nan_on_one_peer_skips_the_step_everywhere,
     two_peers_resume_exactly,
     a_failing_peer_stops_every_peer,
 );
