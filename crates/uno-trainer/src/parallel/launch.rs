@@ -5,6 +5,11 @@ use burn::tensor::backend::AutodiffBackend;
 use super::peer::{Peer, finish, panic_message};
 use crate::error::TrainError;
 
+/// Stack of a peer thread. std gives spawned threads 2 MiB, and a training step of the tiny
+/// BAGEL in an unoptimised build overflows it (the main thread that a single-device run
+/// uses has 8 MiB); the reservation is virtual, only the pages used are committed.
+const PEER_STACK_BYTES: usize = 64 << 20;
+
 /// The error a peer's training ends with: the trainer's own, or a caller's type that
 /// wraps it (uno-core's run error), so that [`run_data_parallel`] can tell the cause of a
 /// stop from the peers it stopped.
@@ -48,6 +53,7 @@ where
             .map(|(rank, device)| {
                 std::thread::Builder::new()
                     .name(format!("uno-peer-{rank}"))
+                    .stack_size(PEER_STACK_BYTES)
                     .spawn_scoped(scope, move || {
                         let result = Peer::register(rank, peers, device)
                             .map_err(E::from)
