@@ -43,8 +43,16 @@ where
     E: PeerError,
     F: Fn(Peer<B>) -> Result<T, E> + Sync,
 {
-    burn_collective::reset_collective::<B::InnerBackend>();
     let peers = devices.len();
+    if peers == 0 {
+        return Err(TrainError::InvalidConfig {
+            key: "devices",
+            value: "none".to_string(),
+            reason: "at least one device",
+        }
+        .into());
+    }
+    burn_collective::reset_collective::<B::InnerBackend>();
     let train = &train;
     let results: Vec<Result<T, E>> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices
