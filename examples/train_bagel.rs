@@ -12,7 +12,9 @@
 //! folder, e.g. one written by this example), `--backend flex|ndarray|wgpu|cuda`,
 //! `--ablation sft|language|visual|joint` (paper Table 7: sets the `[loss]` weights after
 //! `--config` and before `--set`), `--resume` to continue the latest checkpoint
-//! (`--allow-config-change` to resume with settings that break exact resume).
+//! (`--allow-config-change` to resume with settings that break exact resume), `--devices N`
+//! (data parallel on N peers: `cuda:0..N-1` with `--backend cuda`, N threads sharing the
+//! CPU on a CPU backend; docs/distributed.md).
 //!
 //! SIGTERM / SIGINT finish the current step, write a checkpoint and exit with status 75
 //! (EX_TEMPFAIL: resume to continue); a second signal exits at once with status 130.
@@ -22,7 +24,8 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use uno_core::burn::tensor::backend::AutodiffBackend;
 use uno_core::train::{
-    Ablation, BatchFill, ModelSource, RunConfig, RunError, RunSpec, TrainData, run,
+    Ablation, BatchFill, ModelSource, RunConfig, RunError, RunSpec, TrainData, devices,
+    run_parallel,
 };
 use uno_core::trainer::{TrainError, install_stop_signals};
 
@@ -69,6 +72,11 @@ struct Args {
     /// With --resume: accept changed settings even where they break exact resume.
     #[arg(long, requires = "resume")]
     allow_config_change: bool,
+    /// Data-parallel peers, one per device (`cuda:0..N-1`; on a CPU backend N threads
+    /// sharing the CPU). Each reads `grad_accumulation` micro-batches per step, so the
+    /// global batch grows with N.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    devices: u16,
 }
 
 /// Exit status after a stop on SIGTERM / SIGINT with a checkpoint written (EX_TEMPFAIL
@@ -134,10 +142,11 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
     let config = config.with_overrides(&args.overrides)?;
     config.validate()?;
     println!(
-        "UNO post-training: loss weights caption {} visual {}, {} steps, output {}",
+        "UNO post-training: loss weights caption {} visual {}, {} steps on {} device(s), output {}",
         config.loss.caption,
         config.loss.visual,
         config.trainer.iterations,
+        args.devices,
         config.trainer.output_dir.display()
     );
     let spec = RunSpec {
@@ -158,7 +167,7 @@ fn train<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
         allow_config_change: args.allow_config_change,
         stop: Some(install_stop_signals()?),
     };
-    let report = run::<B>(spec, &Default::default())?;
+    let report = run_parallel::<B>(spec, &devices::<B>(usize::from(args.devices)))?;
     println!(
         "wrote {}/{{ema,model}}.safetensors (BAGEL key names) and its configs",
         report.output_dir.display()

@@ -14,6 +14,8 @@ use uno_core::trainer::{ScheduleKind, TrainConfig, Trainer};
 
 type B = Autodiff<Flex>;
 
+#[path = "train_bagel/parallel.rs"]
+mod parallel;
 #[path = "train_bagel/precision.rs"]
 mod precision;
 #[path = "train_bagel/run_safety.rs"]

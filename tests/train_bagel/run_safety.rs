@@ -18,7 +18,7 @@ use uno_core::trainer::{BoxError, DataSource, RunLock, TrainError, TrainRng, Tra
 use super::{B, batches, config, run_dir, setup, weights};
 
 /// The embedded tiny run, small and quiet, writing into `dir`.
-fn spec(dir: &Path, iterations: u64, overrides: &[&str]) -> RunSpec {
+pub fn spec(dir: &Path, iterations: u64, overrides: &[&str]) -> RunSpec {
     let mut all = vec![
         format!("iterations={iterations}"),
         format!("output_dir=\"{}\"", dir.display()),

@@ -57,6 +57,10 @@ pub struct TrainerState {
     /// The data source's own state ([`crate::DataSource::state`]), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_state: Option<serde_json::Value>,
+    /// In a data-parallel run whose data sources keep a state: each peer's, by rank (then
+    /// `data_state` is absent). Only the same number of peers can resume them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_data_states: Vec<serde_json::Value>,
     /// Relative path and XXH3-64 (16 hex digits) of every other file in the checkpoint
     /// (absent in format version 1).
     #[serde(default)]

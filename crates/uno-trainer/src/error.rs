@@ -190,6 +190,71 @@ pub enum TrainError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An operation of burn-collective (register, all-reduce, broadcast, finish) failed on
+    /// this peer; the other peers may be left waiting in the same operation.
+    #[error("collective {op} on peer {peer}: {message}")]
+    Collective {
+        /// The operation (`register`, `all-reduce of the loss counts`, ...).
+        op: &'static str,
+        /// This peer's rank.
+        peer: usize,
+        /// burn-collective's error, as text (its type implements no `Error`).
+        message: String,
+    },
+    /// Another peer of a data-parallel run failed (its own error says why); this peer
+    /// stopped at the same point, and no checkpoint was written after it.
+    #[error(
+        "peer {failed} failed while {phase} at step {step} (its own error says why); peer \
+         {peer} stopped with it"
+    )]
+    PeerFailed {
+        /// The first (lowest) rank that failed.
+        failed: usize,
+        /// This peer's rank.
+        peer: usize,
+        /// Optimizer steps applied so far.
+        step: u64,
+        /// What the peers were doing (`reading data`, `forward and backward`, ...).
+        phase: &'static str,
+    },
+    /// The peers of a data-parallel run joined at different steps or data positions (they
+    /// resumed different checkpoints: a checkpoint written while they started?).
+    #[error(
+        "peer {peer} stands at step {step}, data position {data_position}, and another \
+         peer does not; resume every peer from the same checkpoint"
+    )]
+    PeersDisagree {
+        /// This peer's rank.
+        peer: usize,
+        /// Its step.
+        step: u64,
+        /// Its data position.
+        data_position: u64,
+    },
+    /// A peer of a data-parallel run panicked (Burn panics on shape errors); it stopped
+    /// every peer as an error would.
+    #[error("peer {peer} panicked while {phase}: {message}")]
+    PeerPanicked {
+        /// The rank that panicked.
+        peer: usize,
+        /// What it was doing.
+        phase: &'static str,
+        /// The panic message.
+        message: String,
+    },
+    /// A checkpoint holds the data-source states of a different number of peers than
+    /// resume it (one device counts as one peer): each peer's source keeps its own cursor
+    /// into its shard of the data, and those cursors do not carry over to other shards.
+    #[error(
+        "the checkpoint holds the data states of {saved} peer(s) and {now} resume it; resume \
+         with {saved} (data sources without a state resume with any number)"
+    )]
+    PeerCountChanged {
+        /// Peers whose data states the checkpoint holds.
+        saved: usize,
+        /// Peers resuming it.
+        now: usize,
+    },
     /// A previous step failed half-way (an error from a hook while the weights were moved
     /// out); the trainer must be rebuilt from a checkpoint.
     #[error("trainer is unusable after an earlier failed step; resume from a checkpoint")]

@@ -21,6 +21,8 @@
 //!   resume that falls back to the newest checkpoint that verifies ([`checkpoint`]);
 //! * run safety: one run per folder ([`RunLock`]), leftovers of killed writes removed
 //!   ([`leftovers`]), a stop on SIGTERM / SIGINT after a checkpoint ([`stop`]);
+//! * data parallel over N devices on burn-collective ([`parallel`]): the same steps as
+//!   one device with the same global batch;
 //! * `metrics.jsonl` (cut back to the checkpoint on resume), a progress bar and a
 //!   [`TrainSummary`].
 //!
@@ -110,8 +112,10 @@ pub mod error;
 pub mod leftovers;
 pub mod lock;
 pub mod metrics;
+mod micro;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod params;
 pub mod progress;
 pub mod rng;
@@ -129,6 +133,7 @@ pub use error::{BoxError, Result, TrainError};
 pub use lock::RunLock;
 pub use metrics::{MetricsTrim, StepMetrics, trim_metrics};
 pub use model::{DataSource, StepContext, StepOutput, TrainStep};
+pub use parallel::{Peer, PeerError, run_data_parallel};
 pub use params::TrainableParams;
 pub use rng::TrainRng;
 pub use schedule::LrSchedule;

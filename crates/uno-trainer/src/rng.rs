@@ -29,6 +29,14 @@ impl TrainRng {
     pub fn from_state(state: u64) -> Self {
         Self { state }
     }
+
+    /// An independent stream number `stream` derived from the current state, without
+    /// advancing it: the data-parallel peers' data randomness (each peer reads other
+    /// positions, so each needs its own stream, while the shared one stays the same on all).
+    pub fn split(&self, stream: u64) -> Self {
+        let mut mixer = Self::new(self.state ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        Self::new(rand::RngCore::next_u64(&mut mixer))
+    }
 }
 
 impl rand::RngCore for TrainRng {

@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::ParamId;
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
-use burn::tensor::{Tensor, backend::AutodiffBackend};
+use burn::optim::Optimizer;
+use burn::tensor::backend::AutodiffBackend;
 use rand::RngCore;
 
 use crate::checkpoint::{
-    CheckpointWriter, OPTIMIZER_FILE, STATE_FORMAT_VERSION, TrainerState, list_checkpoints,
-    prune_checkpoints, read_verified_state,
+    CheckpointWriter, OPTIMIZER_FILE, STATE_FORMAT_VERSION, TrainerState, checkpoint_dir_name,
+    list_checkpoints, prune_checkpoints, read_verified_state,
 };
 use crate::clip::clip_global_norm;
 use crate::config::TrainConfig;
@@ -24,10 +24,12 @@ use crate::error::{BoxError, Result, TrainError};
 use crate::leftovers::remove_stale_leftovers;
 use crate::lock::RunLock;
 use crate::metrics::{MetricsWriter, StepMetrics, trim_metrics};
-use crate::model::{DataSource, StepContext, TrainStep};
+use crate::micro::{forward_micro_batches, step_totals};
+use crate::model::{DataSource, TrainStep};
 use crate::optim::{
     OptimizerRecord, TrainOptimizer, adamw, optimizer_from_bytes, optimizer_to_bytes,
 };
+use crate::parallel::{Peer, agreed, all_reduce_grads, broadcast_module, peer_data_state};
 use crate::params::{TrainableParams, param_inventory, reassign_ids};
 use crate::progress::Progress;
 use crate::rng::TrainRng;
@@ -59,6 +61,9 @@ pub struct Trainer<B: AutodiffBackend, M: TrainStep<B>> {
     data_state: Option<serde_json::Value>,
     /// Whether `data_state` still has to be restored into the data source (resume).
     restore_data: bool,
+    /// A resumed data-parallel checkpoint's data states, by rank, until [`Self::join`]
+    /// takes this peer's into `data_state`.
+    peer_data_states: Vec<serde_json::Value>,
     rng: TrainRng,
     consecutive_skips: u32,
     skipped_total: u64,
@@ -67,6 +72,8 @@ pub struct Trainer<B: AutodiffBackend, M: TrainStep<B>> {
     stop: Option<Arc<AtomicBool>>,
     lock: Option<RunLock>,
     rejected: Vec<(PathBuf, String)>,
+    /// This replica's place in a data-parallel run ([`Self::join`]).
+    peer: Option<Peer<B>>,
 }
 
 impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
@@ -82,6 +89,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             stop: None,
             lock: None,
             rejected: Vec::new(),
+            peer: None,
             optim: adamw::<B, M>(&config.optimizer),
             schedule: LrSchedule::new(&config.schedule, config.optimizer.lr, config.iterations),
             rng: TrainRng::new(config.seed),
@@ -93,6 +101,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             data_position: 0,
             data_state: None,
             restore_data: false,
+            peer_data_states: Vec::new(),
             consecutive_skips: 0,
             skipped_total: 0,
             last_checkpoint: None,
@@ -228,6 +237,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         trainer.data_position = state.data_position;
         trainer.restore_data = state.data_state.is_some();
         trainer.data_state = state.data_state;
+        trainer.peer_data_states = state.peer_data_states;
         trainer.rng = TrainRng::from_state(state.rng_state);
         // A fresh skip budget: a checkpoint written by the skip guard records the streak
         // that aborted the run; resuming it must not abort again on the first bad batch.
@@ -235,6 +245,27 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         trainer.skipped_total = state.skipped_total;
         trainer.last_checkpoint = Some((state.step, dir.to_path_buf()));
         Ok(trainer)
+    }
+
+    /// Join a data-parallel run as `peer` (see [`crate::parallel`]); every peer calls it,
+    /// after [`new`](Self::new) or a resume, with the same configuration. The model's
+    /// weights and the EMA's trainable ones become peer 0's, bit for bit; the peers must
+    /// stand at the same step and data position (resumed from the same checkpoint).
+    pub fn join(mut self, peer: Peer<B>) -> Result<Self> {
+        let Weights { model, ema } = self.weights.take().ok_or(TrainError::Poisoned)?;
+        let model = broadcast_module(&peer, model, None)?;
+        // The EMA shares the model's frozen tensors: take the broadcast ones.
+        let ema = ema_graft::<B, M>(&model, &ema, &self.trainable);
+        let ema = broadcast_module(&peer, ema, Some(&self.trainable))?;
+        peer.check_same_position(self.step, self.data_position)?;
+        self.weights = Some(Weights { model, ema });
+        let states = std::mem::take(&mut self.peer_data_states);
+        if let Some(state) = peer_data_state(&peer, states, self.data_state.is_some())? {
+            self.restore_data = !state.is_null();
+            self.data_state = self.restore_data.then_some(state);
+        }
+        self.peer = Some(peer);
+        Ok(self)
     }
 
     /// The run's configuration.
@@ -337,6 +368,12 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         D: DataSource<Batch = M::Batch>,
     {
         let started = Instant::now();
+        if self.peer.is_none() && !self.peer_data_states.is_empty() {
+            return Err(TrainError::PeerCountChanged {
+                saved: self.peer_data_states.len(),
+                now: 1,
+            });
+        }
         if self.restore_data {
             if let Some(state) = &self.data_state {
                 data.restore(state).map_err(|source| TrainError::Data {
@@ -348,99 +385,81 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         }
         let lr = self.schedule.lr_at(self.step);
         let k = self.config.grad_accumulation;
+        let step = self.step;
+        let peer = self.peer.as_ref();
+        let (rank, peers) = peer.map_or((0, 1), |p| (p.rank() as u64, p.peers() as u64));
+        // The step reads `peers x k` positions; this peer reads its own block of `k`.
         let first_position = self.data_position;
+        let step_positions = peers * u64::from(k);
+        let own_first = first_position + rank * u64::from(k);
         let weights = self.weights.as_ref().ok_or(TrainError::Poisoned)?;
-
-        let mut accumulator = GradientsAccumulator::<M>::new();
-        let mut single: Option<GradientsParams> = None;
-        let mut loss_sum = 0.0;
-        let mut components: BTreeMap<String, f64> = BTreeMap::new();
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        let (mut tokens, mut samples) = (0u64, 0u64);
-        let mut finite = true;
-        let mut skip_reason = None;
-        let mut read_end = first_position;
+        // Peers read different positions: each draws its data randomness from its own
+        // stream, split off the shared RNG, which then advances the same on every peer.
+        let mut split_rng = self.rng.split(rank);
+        let data_rng = match peer {
+            Some(_) => &mut split_rng,
+            None => &mut self.rng,
+        };
         // All micro-batches first: a token-weighted model needs the step's totals before
         // its first forward (their pixels are held until the step ends).
-        let mut batches = Vec::with_capacity(k as usize);
-        for _ in 0..k {
-            let position = self.data_position;
-            let batch = data
-                .batch(position, &mut self.rng)
-                .map_err(|source| TrainError::Data { position, source })?;
-            self.data_position += 1;
-            batches.push((position, batch));
-        }
-        self.data_state = data.state();
-        let step_counts = step_totals(batches.iter().map(|(_, b)| weights.model.loss_counts(b)))
-            .map_err(|source| TrainError::Forward {
-                step: self.step,
-                source,
-            })?;
+        let (batches, data_state, own_counts) = agreed(peer, step, "reading data", || {
+            let mut batches = Vec::with_capacity(k as usize);
+            for position in own_first..own_first + u64::from(k) {
+                let batch = data
+                    .batch(position, data_rng)
+                    .map_err(|source| TrainError::Data { position, source })?;
+                batches.push((position, batch));
+            }
+            let state = data.state();
+            let counts = step_totals(batches.iter().map(|(_, b)| weights.model.loss_counts(b)))
+                .map_err(|source| TrainError::Forward { step, source })?;
+            Ok((batches, state, counts))
+        })?;
+        self.data_state = data_state;
+        // Every peer normalises by the counts of the whole step, all peers together.
+        let step_counts = match peer {
+            Some(p) => p.sum_exact("all-reduce of the loss counts", &own_counts)?,
+            None => own_counts,
+        };
+        // Seeds as a single device would draw them for the step's positions.
+        let seeds: Vec<u64> = (0..step_positions).map(|_| self.rng.next_u64()).collect();
+        let own_seeds = &seeds[(rank * u64::from(k)) as usize..];
         // Token-weighted losses are already fractions of the step: sum them.
-        let scale = if step_counts.is_empty() { k } else { 1 };
-        for (micro, (position, batch)) in (0..k).zip(batches) {
-            // End of the positions forwarded (a non-finite micro-batch stops the step).
-            read_end = position + 1;
-            let ctx = StepContext {
-                step: self.step,
-                micro_batch: micro,
-                data_position: position,
-                seed: self.rng.next_u64(),
-                step_counts: step_counts.clone(),
-            };
-            let out =
-                weights
-                    .model
-                    .forward_step(batch, &ctx)
-                    .map_err(|source| TrainError::Forward {
-                        step: self.step,
-                        source,
-                    })?;
-            let values =
-                read_scalars(&out.loss, &out.components).map_err(|source| TrainError::Forward {
-                    step: self.step,
-                    source,
-                })?;
-            tokens += out.tokens;
-            samples += out.samples;
-            loss_sum += values[0];
-            for ((name, _), v) in out.components.iter().zip(&values[1..]) {
-                *components.entry((*name).to_string()).or_default() += v;
-            }
-            for (name, n) in &out.counts {
-                *counts.entry((*name).to_string()).or_default() += n;
-            }
-            if !values[0].is_finite() {
-                finite = false;
-                skip_reason = Some(format!("non-finite loss at data position {position}"));
-                break;
-            }
-            // Average micro-batch gradients by scaling each loss (exact for k = 1).
-            let loss = if scale > 1 {
-                out.loss.div_scalar(f64::from(scale))
-            } else {
-                out.loss
-            };
-            let grads = GradientsParams::from_grads(loss.backward(), &weights.model);
-            if k > 1 {
-                accumulator.accumulate::<B>(&weights.model, grads);
-            } else {
-                single = Some(grads);
-            }
-        }
+        let scale = if step_counts.is_empty() {
+            step_positions
+        } else {
+            1
+        };
+        let micro = agreed(peer, step, "forward and backward", || {
+            forward_micro_batches(
+                &weights.model,
+                batches,
+                own_seeds,
+                step,
+                &step_counts,
+                scale,
+            )
+        })?;
+        let mut micro = match peer {
+            Some(p) => micro.all_reduce(p)?,
+            None => micro,
+        };
         // Keep data positions aligned to whole steps even when a step stops early.
-        self.data_position = first_position + u64::from(k);
-        let micro_done = f64::from(scale);
-        let loss = loss_sum / micro_done;
-        for v in components.values_mut() {
+        self.data_position = first_position + step_positions;
+        let micro_done = scale as f64;
+        let loss = micro.loss_sum / micro_done;
+        for v in micro.components.values_mut() {
             *v /= micro_done;
         }
 
         let mut grad_norm = f64::NAN;
-        let mut skipped = !finite;
-        if finite {
-            let grads = single.take().unwrap_or_else(|| accumulator.grads());
+        let mut skip_reason = micro.skip_reason;
+        let mut skipped = skip_reason.is_some();
+        if let (false, Some(grads)) = (skipped, micro.grads.take()) {
+            let grads = match peer {
+                Some(p) => all_reduce_grads::<B, M>(p, &weights.model, grads, &self.trainable)?,
+                None => grads,
+            };
             let (grads, norm) = clip_global_norm::<B, M>(
                 &weights.model,
                 grads,
@@ -464,7 +483,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         if skipped {
             self.consecutive_skips += 1;
             self.skipped_total += 1;
-            sample_ids = (first_position..read_end)
+            sample_ids = (own_first..micro.read_end)
                 .flat_map(|p| data.sample_ids(p))
                 .collect();
         }
@@ -473,13 +492,13 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             step: if skipped { self.step + 1 } else { self.step },
             lr,
             loss,
-            components,
+            components: micro.components,
             grad_norm,
-            tokens_per_s: tokens as f64 / secs,
-            samples_per_s: samples as f64 / secs,
+            tokens_per_s: micro.tokens as f64 / secs,
+            samples_per_s: micro.samples as f64 / secs,
             step_time_s: secs,
             skipped,
-            counts,
+            counts: micro.counts,
             data_position: Some(first_position),
             skip_reason,
             sample_ids,
@@ -488,7 +507,36 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
 
     /// Write a checkpoint of the current state into `output_dir/step-XXXXXX/` (atomically),
     /// then delete all but the `checkpoint.keep_last` most recent ones.
+    ///
+    /// In a data-parallel run every peer calls it; peer 0 writes once every peer has
+    /// arrived, and every peer returns the same outcome.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        let dir = match &self.peer {
+            None => self.write_checkpoint(self.data_state.clone(), Vec::new())?,
+            Some(peer) => {
+                let step = self.step;
+                peer.agree::<_, TrainError>(step, "finishing the step", Ok(()))?;
+                // Each peer's data source has its own cursor: peer 0 saves them all.
+                let states = peer.gather_data_states(self.data_state.as_ref())?;
+                let written = match peer.is_writer() {
+                    true => self.write_checkpoint(None, states).map(Some),
+                    false => Ok(None),
+                };
+                let written = peer.agree(step, "writing the checkpoint", written)?;
+                written.unwrap_or_else(|| self.config.output_dir.join(checkpoint_dir_name(step)))
+            }
+        };
+        self.last_checkpoint = Some((self.step, dir.clone()));
+        Ok(dir)
+    }
+
+    /// [`save_checkpoint`](Self::save_checkpoint)'s files, written by this process, with
+    /// the data state of a single device or the data states of all peers.
+    fn write_checkpoint(
+        &self,
+        data_state: Option<serde_json::Value>,
+        peer_data_states: Vec<serde_json::Value>,
+    ) -> Result<PathBuf> {
         let root = self.config.output_dir.clone();
         let writer = CheckpointWriter::begin(&root, self.step)?;
         let weights = self.weights.as_ref().ok_or(TrainError::Poisoned)?;
@@ -524,13 +572,13 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 .map(|(p, _)| p.clone())
                 .collect(),
             files: BTreeMap::new(),
-            data_state: self.data_state.clone(),
+            data_state,
+            peer_data_states,
             checksums: BTreeMap::new(),
             state_checksum: None,
         };
         let dir = writer.commit(state)?;
         prune_checkpoints(&root, self.config.checkpoint.keep_last)?;
-        self.last_checkpoint = Some((self.step, dir.clone()));
         Ok(dir)
     }
 
@@ -563,23 +611,41 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
     {
         let started = Instant::now();
         let start_step = self.step;
-        let _lock = match &self.lock {
-            Some(_) => None,
-            None => Some(RunLock::acquire(&self.config.output_dir)?),
-        };
-        remove_stale_leftovers(&self.config.output_dir)?;
-        self.set_rejected_aside()?;
-        trim_metrics(&self.config.output_dir, self.step, self.data_position)?;
-        let mut metrics = MetricsWriter::open(&self.config.output_dir)?;
+        // In a data-parallel run only peer 0 touches the run folder; the others wait at the
+        // agreement, and stop with it if it fails.
+        let writer = self.is_writer();
+        let (_lock, mut metrics) = agreed(
+            self.peer.as_ref(),
+            self.step,
+            "preparing the run folder",
+            || {
+                if !writer {
+                    return Ok((None, None));
+                }
+                let lock = match &self.lock {
+                    Some(_) => None,
+                    None => Some(RunLock::acquire(&self.config.output_dir)?),
+                };
+                remove_stale_leftovers(&self.config.output_dir)?;
+                self.set_rejected_aside()?;
+                trim_metrics(&self.config.output_dir, self.step, self.data_position)?;
+                Ok((lock, Some(MetricsWriter::open(&self.config.output_dir)?)))
+            },
+        )?;
         let progress = Progress::new(
             self.config.iterations,
             self.step,
-            self.config.metrics.progress,
+            self.config.metrics.progress && writer,
         );
         let mut losses = Vec::new();
         let (mut skipped, mut tokens) = (0u64, 0f64);
         while self.step < self.config.iterations {
-            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+            let stop = self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+            let stop = match &self.peer {
+                Some(peer) => peer.any(stop)?,
+                None => stop,
+            };
+            if stop {
                 let checkpoint = self.checkpoint_now()?;
                 progress.finish();
                 return Err(TrainError::Interrupted {
@@ -588,7 +654,9 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 });
             }
             let m = self.train_step(data)?;
-            metrics.write_step(&m)?;
+            agreed(self.peer.as_ref(), self.step, "writing metrics", || {
+                metrics.as_mut().map_or(Ok(()), |w| w.write_step(&m))
+            })?;
             progress.update(self.step, m.loss, m.lr, m.skipped);
             tokens += m.tokens_per_s * m.step_time_s;
             if m.skipped {
@@ -620,10 +688,17 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 && eval_every > 0
                 && self.step.is_multiple_of(eval_every)
             {
+                // Peer 0 evaluates (the replicas are identical); the others wait.
                 let step = self.step;
-                let values = hook(step, self.model(), self.ema())
-                    .map_err(|source| TrainError::Eval { step, source })?;
-                metrics.write_eval(step, &values)?;
+                let (model, ema) = (self.model(), self.ema());
+                agreed(self.peer.as_ref(), step, "evaluating", || {
+                    let Some(metrics) = metrics.as_mut() else {
+                        return Ok(());
+                    };
+                    let values = hook(step, model, ema)
+                        .map_err(|source| TrainError::Eval { step, source })?;
+                    metrics.write_eval(step, &values)
+                })?;
             }
             let every = self.config.checkpoint.every;
             if every > 0 && self.step.is_multiple_of(every) {
@@ -646,32 +721,11 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             tokens_per_s: tokens / wall_time_s.max(1e-9),
             last_checkpoint: self.last_checkpoint.as_ref().map(|(_, p)| p.clone()),
         };
-        if self.config.metrics.progress {
+        if self.config.metrics.progress && writer {
             println!("{summary}");
         }
         Ok(summary)
     }
-}
-
-/// Element-wise sum of the micro-batches' loss counts; empty when none reports any, an
-/// error when they disagree on the number of terms.
-fn step_totals(per_batch: impl Iterator<Item = Vec<u64>>) -> Result<Vec<u64>, BoxError> {
-    let mut totals: Vec<u64> = Vec::new();
-    for (micro, counts) in per_batch.enumerate() {
-        if micro == 0 {
-            totals = counts;
-        } else if counts.len() != totals.len() {
-            return Err(format!(
-                "micro-batch {micro} reports {} loss counts, micro-batch 0 reported {}",
-                counts.len(),
-                totals.len()
-            )
-            .into());
-        } else {
-            totals.iter_mut().zip(counts).for_each(|(t, c)| *t += c);
-        }
-    }
-    Ok(totals)
 }
 
 impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
@@ -695,6 +749,12 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         Ok(())
     }
 
+    /// Whether this process writes the run's files: always, but in a data-parallel run
+    /// only peer 0.
+    fn is_writer(&self) -> bool {
+        self.peer.as_ref().is_none_or(Peer::is_writer)
+    }
+
     /// A checkpoint of the current step: the last one written when it is of this step,
     /// else a new one.
     fn checkpoint_now(&mut self) -> Result<PathBuf> {
@@ -703,31 +763,4 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             _ => self.save_checkpoint(),
         }
     }
-}
-
-/// Read the loss and the components back in one device sync.
-fn read_scalars<B: AutodiffBackend>(
-    loss: &Tensor<B, 1>,
-    components: &[(&'static str, Tensor<B, 1>)],
-) -> Result<Vec<f64>, BoxError> {
-    let mut parts = vec![loss.clone().inner().reshape([1])];
-    for (name, t) in components {
-        if t.shape().num_elements() != 1 {
-            return Err(format!(
-                "loss component `{name}` has shape {:?}, expected [1]",
-                t.dims()
-            )
-            .into());
-        }
-        parts.push(t.clone().inner().reshape([1]));
-    }
-    if loss.shape().num_elements() != 1 {
-        return Err(format!("loss has shape {:?}, expected [1]", loss.dims()).into());
-    }
-    let values = Tensor::cat(parts, 0)
-        .into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .map_err(|e| format!("reading the loss back: {e:?}"))?;
-    Ok(values)
 }

@@ -71,7 +71,10 @@ pub struct PackedBatches<D, B: Backend> {
     dropout: ConditionDropoutConfig,
     device: B::Device,
     order: EpochOrder,
-    /// Stream position of the next item to consider.
+    /// This source's shard of the stream (data parallel): items `rank`, `rank + peers`,
+    /// `rank + 2 peers`, ...; `(0, 1)`: the whole stream.
+    shard: (u64, u64),
+    /// Position in this source's shard of the next item to consider.
     cursor: u64,
     /// The item at `cursor`, read but not yet added (it did not fit the last pack).
     pending: Option<TrainItem>,
@@ -105,6 +108,7 @@ impl<D: Dataset, B: Backend> PackedBatches<D, B> {
             dropout,
             device,
             order,
+            shard: (0, 1),
             cursor: 0,
             pending: None,
             recent: VecDeque::new(),
@@ -117,18 +121,30 @@ impl<D: Dataset, B: Backend> PackedBatches<D, B> {
         self
     }
 
-    /// Stream position of the next item to consider (items skipped or packed so far).
+    /// Read only shard `rank` of `peers` of the stream: every `peers`-th item from item
+    /// `rank`, so that data-parallel peers read disjoint parts of the same shuffled order
+    /// (each packing its own token budget from its part).
+    pub fn sharded(mut self, rank: usize, peers: usize) -> Self {
+        self.shard = (rank as u64, peers.max(1) as u64);
+        self
+    }
+
+    /// Position in this source's shard of the next item to consider (items skipped or
+    /// packed so far; the stream position on one device).
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// The data set index of the item at the cursor.
+    fn index_at_cursor(&mut self) -> Option<usize> {
+        let (rank, peers) = self.shard;
+        self.order.item(self.cursor * peers + rank)
     }
 
     /// The item at the cursor (read once, kept until it is added or skipped).
     fn peek(&mut self) -> Result<&TrainItem, BoxError> {
         if self.pending.is_none() {
-            let index = self
-                .order
-                .item(self.cursor)
-                .ok_or("the data set is empty")?;
+            let index = self.index_at_cursor().ok_or("the data set is empty")?;
             self.pending = Some(self.dataset.get(index)?);
         }
         Ok(self.pending.as_ref().expect("just read"))
@@ -185,7 +201,7 @@ impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
             if tokens > 0 && tokens + len > max_budget {
                 break;
             }
-            indexes.extend(self.order.item(self.cursor));
+            indexes.extend(self.index_at_cursor());
             let mut item = self.consume();
             let drop = self.dropout.decide(rng)?;
             match &mut item.sample {

@@ -1,7 +1,8 @@
 //! UNO post-training of BAGEL with the generic [`crate::trainer`] loop.
 //!
 //! * [`run`]: a whole run from a [`RunSpec`] (model, data, [`RunConfig`], resume), the
-//!   entry point behind `examples/train_bagel.rs`;
+//!   entry point behind `examples/train_bagel.rs`; [`run_parallel`]: the same, data
+//!   parallel over several devices;
 //! * [`RunConfig`]: the run's one TOML file (trainer settings plus `[loss]`, `[model]`,
 //!   `[data]`), applied to a model with [`RunConfig::apply_to`];
 //! * the pieces it is made of, for custom loops: the model side ([`UnoTrainee`], a
@@ -27,7 +28,10 @@ pub use error::RunError;
 pub use eval::HeldOut;
 pub use folder::check_not_foreign;
 pub use record::{RUN_CONFIG_FILE, RUN_INPUTS_FILE, RunInputs, config_changes, save_record};
-pub use run::{HELD_OUT_SEED, ModelSource, RunReport, RunSpec, TOKENIZER_FILE, TrainData, run};
+pub use run::{
+    HELD_OUT_SEED, ModelSource, RunReport, RunSpec, TOKENIZER_FILE, TrainData, devices, run,
+    run_parallel,
+};
 pub use run_config::{DataSettings, LossWeights, ModelSettings, RunConfig};
 pub use trainee::UnoTrainee;
 

@@ -17,12 +17,19 @@
 //! from the folder's record and would break exact resume ([`super::config_changes`])
 //! unless [`RunSpec::allow_config_change`]. Only then are the record (`run.toml`,
 //! `run_inputs.json`) and the configs written, each atomically.
+//!
+//! # Data parallel
+//!
+//! [`run_parallel`] runs the same per device, one peer each (docs/distributed.md): every
+//! peer checks the inputs and builds its replica and its shard of the data; only peer 0
+//! checks, locks and writes the folder. The peers agree on the outcome of this preparation
+//! before their first exchange, so a peer that cannot start stops them all.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend, Device as _, DeviceId};
 
 use super::folder::check_not_foreign;
 use super::record::{RunInputs, config_changes, save_record};
@@ -35,7 +42,7 @@ use crate::data::{
 use crate::objectives::ConditionDropoutConfig;
 use crate::packing::PackingConfig;
 use crate::trainer::checkpoint::latest_checkpoint;
-use crate::trainer::{RunLock, TrainSummary, Trainer};
+use crate::trainer::{Peer, PeerError, RunLock, TrainSummary, Trainer, run_data_parallel};
 use crate::vae::Codec;
 
 /// Micro-batches in the held-out evaluation set.
@@ -114,14 +121,127 @@ pub struct RunReport {
 /// `spec.resume`. A disabled objective (weight 0) gets no split in the data, so it costs no
 /// tokens.
 pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunReport, RunError> {
+    run_peer::<B>(spec, device, None)
+}
+
+/// [`run`] data parallel on `devices` (uno-trainer's [`run_data_parallel`]: one thread and
+/// one model replica per device, each reading its shard of the data, gradients summed over
+/// all; the same steps as one device with the global batch). Peer 0 checks and writes the
+/// run folder; the report is its. One device is a plain [`run`].
+pub fn run_parallel<B: AutodiffBackend>(
+    spec: RunSpec,
+    devices: &[B::Device],
+) -> Result<RunReport, RunError> {
+    match devices {
+        [device] => run::<B>(spec, device),
+        _ => {
+            let mut reports = run_data_parallel::<B, _, RunError, _>(devices, |peer| {
+                let device = devices[peer.rank()].clone();
+                run_peer(spec.clone(), &device, Some(peer))
+            })?;
+            Ok(reports.swap_remove(0))
+        }
+    }
+}
+
+impl PeerError for RunError {
+    fn is_relayed(&self) -> bool {
+        matches!(self, RunError::Trainer(e) if e.is_relayed())
+    }
+}
+
+/// The first `n` devices of `B`'s default kind (`cuda:0..n-1` on CUDA), for
+/// [`run_parallel`]. CPU backends have one device: `n` copies of it are `n` peers sharing
+/// the CPU.
+pub fn devices<B: Backend>(n: usize) -> Vec<B::Device> {
+    let kind = B::Device::default().to_id().type_id;
+    (0..n)
+        .map(|index| {
+            B::Device::from_id(DeviceId {
+                type_id: kind,
+                index_id: index as u16,
+            })
+        })
+        .collect()
+}
+
+/// [`run`] as one peer of a data-parallel run, or alone.
+fn run_peer<B: AutodiffBackend>(
+    spec: RunSpec,
+    device: &B::Device,
+    peer: Option<Peer<B>>,
+) -> Result<RunReport, RunError> {
+    let stop = spec.stop.clone();
+    let setup = || prepare::<B>(spec, device, peer.as_ref().map(|p| (p.rank(), p.peers())));
+    let ready = match &peer {
+        Some(peer) => peer.agree_on(0, "preparing the run", setup)?,
+        None => setup()?,
+    };
+    let Ready {
+        trainer,
+        prepared,
+        lock,
+        out,
+        rejected_checkpoints,
+    } = ready;
+    let writer = peer.as_ref().is_none_or(Peer::is_writer);
+    let mut trainer = match peer {
+        Some(peer) => trainer.join(peer)?,
+        None => trainer,
+    };
+    if let Some(lock) = lock {
+        trainer.hold_lock(lock);
+    }
+    if let Some(flag) = stop {
+        trainer.set_stop_flag(flag);
+    }
+    let summary = match prepared {
+        Prepared::Manifest(train, eval) => fit(&mut trainer, train, eval.as_ref())?,
+        Prepared::Synthetic(train, eval) => fit(&mut trainer, train, Some(&eval))?,
+    };
+    // The trained model as a folder `ModelSource::Folder` can load (still under the lock).
+    let _lock = trainer.take_lock();
+    let (model, ema) = trainer.into_parts()?;
+    if writer {
+        model
+            .model
+            .save_safetensors(&out.join("model.safetensors"), SaveDtype::F32)?;
+        ema.model
+            .save_safetensors(&out.join("ema.safetensors"), SaveDtype::F32)?;
+    }
+    Ok(RunReport {
+        summary,
+        output_dir: out,
+        rejected_checkpoints,
+    })
+}
+
+/// What [`prepare`] leaves ready to train.
+struct Ready<B: AutodiffBackend> {
+    trainer: Trainer<B, UnoTrainee<B>>,
+    prepared: Prepared<B>,
+    /// The run folder's lock (peer 0's only in a data-parallel run).
+    lock: Option<RunLock>,
+    out: PathBuf,
+    rejected_checkpoints: Vec<(PathBuf, String)>,
+}
+
+/// Everything before the training: checks, model, data (shard `rank` of `peers` when
+/// given), trainer, and on peer 0 the run folder.
+fn prepare<B: AutodiffBackend>(
+    spec: RunSpec,
+    device: &B::Device,
+    shard: Option<(usize, usize)>,
+) -> Result<Ready<B>, RunError> {
     let RunSpec {
         config,
         model,
         data,
         resume,
         allow_config_change,
-        stop,
+        stop: _,
     } = spec;
+    let writer = shard.is_none_or(|(rank, _)| rank == 0);
     config.validate()?;
     if !config.model.precision.supported::<B>(device) {
         return Err(RunError::InvalidConfig {
@@ -205,7 +325,8 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
                 Some(path) => Some(held_out(open(path)?, &config, &packing, device)?),
                 None => None,
             };
-            Prepared::Manifest(batches(open(manifest)?, &config, &packing, device), eval)
+            let train = batches(open(manifest)?, &config, &packing, device, shard);
+            Prepared::Manifest(train, eval)
         }
         _ => {
             // Scenes the run never trains on: the same generator under another seed.
@@ -217,23 +338,30 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
             .with_supervision(supervision.0, supervision.1)
             .with_transforms(transforms);
             let eval = held_out(unseen, &config, &packing, device)?;
-            Prepared::Synthetic(batches(synthetic, &config, &packing, device), eval)
+            Prepared::Synthetic(batches(synthetic, &config, &packing, device, shard), eval)
         }
     };
 
-    // The folder: never another model's; then locked, then checked under the lock.
-    check_not_foreign(&out)?;
-    let lock = RunLock::acquire(&out)?;
-    let has_checkpoints = latest_checkpoint(&out)?.is_some();
-    if !resume && has_checkpoints {
-        return Err(RunError::ExistingRun { dir: out });
-    }
-    if resume && has_checkpoints && !allow_config_change {
-        let changes = config_changes(&out, &config, &inputs)?;
-        if !changes.is_empty() {
-            return Err(RunError::ConfigChanged { dir: out, changes });
+    // The folder (peer 0's task): never another model's; then locked, then checked under
+    // the lock.
+    let lock = match writer {
+        true => {
+            check_not_foreign(&out)?;
+            let lock = RunLock::acquire(&out)?;
+            let has_checkpoints = latest_checkpoint(&out)?.is_some();
+            if !resume && has_checkpoints {
+                return Err(RunError::ExistingRun { dir: out });
+            }
+            if resume && has_checkpoints && !allow_config_change {
+                let changes = config_changes(&out, &config, &inputs)?;
+                if !changes.is_empty() {
+                    return Err(RunError::ConfigChanged { dir: out, changes });
+                }
+            }
+            Some(lock)
         }
-    }
+        false => None,
+    };
 
     // The trainer, from the newest checkpoint that verifies: it only reads, so a folder
     // whose checkpoints are all unusable is refused before the record is rewritten.
@@ -241,12 +369,21 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
         .with_codec(codec)
         .with_latent_cache(config.data.latent_cache_mib.saturating_mul(1 << 20))
         .with_precision(config.model.precision);
-    let mut trainer = if resume {
+    let trainer = if resume {
         Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
     } else {
         Trainer::new(config.trainer.clone(), trainee, device.clone())?
     };
     let rejected_checkpoints = trainer.rejected_checkpoints().to_vec();
+    if !writer {
+        return Ok(Ready {
+            trainer,
+            prepared,
+            lock,
+            out,
+            rejected_checkpoints,
+        });
+    }
 
     // Writes: the record, then the folder's configs (weights at the end).
     save_record(&out, &config, &inputs)?;
@@ -266,25 +403,11 @@ pub fn run<B: AutodiffBackend>(spec: RunSpec, device: &B::Device) -> Result<RunR
         }
         None => synthetic_vocabulary.save(&tokenizer_copy)?,
     }
-    trainer.hold_lock(lock);
-    if let Some(flag) = stop {
-        trainer.set_stop_flag(flag);
-    }
-    let summary = match prepared {
-        Prepared::Manifest(train, eval) => fit(&mut trainer, train, eval.as_ref())?,
-        Prepared::Synthetic(train, eval) => fit(&mut trainer, train, Some(&eval))?,
-    };
-    // The trained model as a folder `ModelSource::Folder` can load (still under the lock).
-    let _lock = trainer.take_lock();
-    let (model, ema) = trainer.into_parts()?;
-    model
-        .model
-        .save_safetensors(&out.join("model.safetensors"), SaveDtype::F32)?;
-    ema.model
-        .save_safetensors(&out.join("ema.safetensors"), SaveDtype::F32)?;
-    Ok(RunReport {
-        summary,
-        output_dir: out,
+    Ok(Ready {
+        trainer,
+        prepared,
+        lock,
+        out,
         rejected_checkpoints,
     })
 }
@@ -327,12 +450,14 @@ fn check_tokenizer(
     }
 }
 
-/// Micro-batches of `dataset` with BAGEL's condition dropout, in the run's order.
+/// Micro-batches of `dataset` with BAGEL's condition dropout, in the run's order (shard
+/// `rank` of `peers` of it when given).
 fn batches<B: AutodiffBackend, D: Dataset>(
     dataset: D,
     config: &RunConfig,
     packing: &PackingConfig,
     device: &B::Device,
+    shard: Option<(usize, usize)>,
 ) -> PackedBatches<D, B> {
     let batches = PackedBatches::new(
         dataset,
@@ -341,10 +466,14 @@ fn batches<B: AutodiffBackend, D: Dataset>(
         ConditionDropoutConfig::new(),
         device.clone(),
     );
-    if config.data.shuffle {
+    let batches = if config.data.shuffle {
         batches.shuffled(config.trainer.seed)
     } else {
         batches
+    };
+    match shard {
+        Some((rank, peers)) => batches.sharded(rank, peers),
+        None => batches,
     }
 }
 

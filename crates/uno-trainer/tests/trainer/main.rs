@@ -19,6 +19,7 @@ macro_rules! autodiff_tests {
 mod toy;
 
 mod checkpoints;
+mod parallel;
 mod safety;
 mod step;
 

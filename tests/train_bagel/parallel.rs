@@ -1,0 +1,76 @@
+//! Data parallel through `train::run_parallel` (issue #15): two CPU peers train the tiny
+//! BAGEL, each on its shard of the synthetic data; peer 0 writes the run folder and the
+//! checkpoints, which hold both peers' data cursors; two peers resume exactly, and one
+//! device is refused those cursors.
+
+use std::path::Path;
+
+use uno_core::checkpoint::SaveDtype;
+use uno_core::train::{ModelSource, RunError, RunSpec, devices, run, run_parallel};
+use uno_core::trainer::TrainError;
+use uno_core::trainer::checkpoint::{latest_checkpoint, read_verified_state};
+
+use super::run_safety::spec;
+use super::{B, run_dir, setup};
+
+#[test]
+fn two_peers_train_resume_exactly_and_refuse_one_device() {
+    let source = run_dir("parallel-source");
+    std::fs::create_dir_all(&source).unwrap();
+    let (_, model_config, model) = setup(15);
+    model_config.save_folder(&source).unwrap();
+    model
+        .save_safetensors(&source.join("ema.safetensors"), SaveDtype::F32)
+        .unwrap();
+    // A constant learning rate, so that a 2-step run resumed to 4 steps with
+    // `allow_config_change` follows the schedule of a 4-step run.
+    let spec = |dir: &Path, iterations: u64, resume: bool| RunSpec {
+        model: ModelSource::Folder(source.clone()),
+        resume,
+        allow_config_change: resume,
+        ..spec(dir, iterations, &["schedule.kind=\"constant\""])
+    };
+    let peers = devices::<B>(2);
+    let (straight, split) = (run_dir("parallel-straight"), run_dir("parallel-split"));
+    let report = run_parallel::<B>(spec(&straight, 4, false), &peers).unwrap();
+    assert_eq!(report.summary.end_step, 4);
+    assert!(straight.join("model.safetensors").exists());
+
+    run_parallel::<B>(spec(&split, 2, false), &peers).unwrap();
+    let (_, checkpoint) = latest_checkpoint(&split).unwrap().unwrap();
+    let state = read_verified_state(&checkpoint).unwrap();
+    assert_eq!(state.data_state, None);
+    // Two samples per micro-batch, one micro-batch per peer and step: each peer's cursor
+    // is 4 into its own shard, and the step read 2 positions (one per peer).
+    let cursors: Vec<u64> = state
+        .peer_data_states
+        .iter()
+        .map(|s| s["cursor"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cursors, [4, 4]);
+    assert_eq!(state.data_position, 4);
+
+    let err = run::<B>(spec(&split, 4, true), &Default::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RunError::Trainer(TrainError::PeerCountChanged { saved: 2, now: 1 })
+        ),
+        "{err}"
+    );
+    let report = run_parallel::<B>(spec(&split, 4, true), &peers).unwrap();
+    assert_eq!((report.summary.start_step, report.summary.end_step), (2, 4));
+    for file in ["model.safetensors", "ema.safetensors"] {
+        let (a, b) = (
+            std::fs::read(straight.join(file)).unwrap(),
+            std::fs::read(split.join(file)).unwrap(),
+        );
+        assert!(
+            a == b,
+            "{file}: the resumed run differs from a straight one"
+        );
+    }
+    for dir in [straight, split, source] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
