@@ -194,10 +194,16 @@ fn micro_batches_equal_one_batch<B: AutodiffBackend>() {
         "mean of means is off by {} only (tolerance {tol})",
         worst(&mean_grads)
     );
+    // The loss gap depends on how far apart the two packs' means happen to be (5e-4 on
+    // one llvmpipe, more elsewhere), so it is judged against the token-weighted sum's own
+    // f32 error rather than a fixed number.
     let mean_of_means = (means[0] + means[1]) / 2.0;
+    let summed_error = (summed_loss - reference_loss)
+        .abs()
+        .max(1e-6 * reference_loss.abs());
     assert!(
-        (mean_of_means - reference_loss).abs() > 1e-3,
-        "mean of means {mean_of_means} vs {reference_loss}"
+        (mean_of_means - reference_loss).abs() > 10.0 * summed_error,
+        "mean of means {mean_of_means} vs {reference_loss} (token-weighted sum {summed_loss})"
     );
 }
 
