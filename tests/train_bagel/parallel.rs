@@ -1,20 +1,20 @@
 //! Data parallel through `train::run_parallel` (issue #15): two CPU peers train the tiny
 //! BAGEL, each on its shard of the synthetic data; peer 0 writes the run folder and the
 //! checkpoints, which hold both peers' data cursors; two peers resume exactly, and one
-//! device is refused those cursors.
+//! device, then two peers again, continue the stream where the slowest peer stood.
 
 use std::path::Path;
 
+use serde_json::json;
 use uno_core::checkpoint::SaveDtype;
-use uno_core::train::{ModelSource, RunError, RunSpec, devices, run, run_parallel};
-use uno_core::trainer::TrainError;
-use uno_core::trainer::checkpoint::{latest_checkpoint, read_verified_state};
+use uno_core::train::{ModelSource, RunSpec, devices, run, run_parallel};
+use uno_core::trainer::checkpoint::{TrainerState, latest_checkpoint, read_verified_state};
 
 use super::run_safety::spec;
 use super::{B, run_dir, setup};
 
 #[test]
-fn two_peers_train_resume_exactly_and_refuse_one_device() {
+fn two_peers_train_resume_exactly_and_another_count_continues() {
     let source = run_dir("parallel-source");
     std::fs::create_dir_all(&source).unwrap();
     let (_, model_config, model) = setup(15);
@@ -37,8 +37,7 @@ fn two_peers_train_resume_exactly_and_refuse_one_device() {
     assert!(straight.join("model.safetensors").exists());
 
     run_parallel::<B>(spec(&split, 2, false), &peers).unwrap();
-    let (_, checkpoint) = latest_checkpoint(&split).unwrap().unwrap();
-    let state = read_verified_state(&checkpoint).unwrap();
+    let state = latest_state(&split);
     assert_eq!(state.data_state, None);
     // Two samples per micro-batch, one micro-batch per peer and step: each peer's cursor
     // is 4 into its own shard, and the step read 2 positions (one per peer).
@@ -50,14 +49,6 @@ fn two_peers_train_resume_exactly_and_refuse_one_device() {
     assert_eq!(cursors, [4, 4]);
     assert_eq!(state.data_position, 4);
 
-    let err = run::<B>(spec(&split, 4, true), &Default::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RunError::Trainer(TrainError::PeerCountChanged { saved: 2, now: 1 })
-        ),
-        "{err}"
-    );
     let report = run_parallel::<B>(spec(&split, 4, true), &peers).unwrap();
     assert_eq!((report.summary.start_step, report.summary.end_step), (2, 4));
     for file in ["model.safetensors", "ema.safetensors"] {
@@ -70,7 +61,34 @@ fn two_peers_train_resume_exactly_and_refuse_one_device() {
             "{file}: the resumed run differs from a straight one"
         );
     }
+
+    // One device resumes the two peers' checkpoint (cursors 8 and 8): the stream continues
+    // at item 16 (peer 0's next; peer 1's is 17), and its two steps read 2 samples each.
+    let report = run::<B>(spec(&split, 6, true), &Default::default()).unwrap();
+    assert_eq!((report.summary.start_step, report.summary.end_step), (4, 6));
+    let state = latest_state(&split);
+    assert!(state.peer_data_states.is_empty());
+    assert_eq!(state.data_state, Some(json!({ "cursor": 4, "start": 16 })));
+    assert_eq!(state.data_position, 10);
+    // Two peers resume one device's checkpoint: from item 16 + 4 = 20, 4 samples each.
+    let report = run_parallel::<B>(spec(&split, 8, true), &peers).unwrap();
+    assert_eq!((report.summary.start_step, report.summary.end_step), (6, 8));
+    let state = latest_state(&split);
+    assert_eq!(state.data_state, None);
+    assert_eq!(
+        state.peer_data_states,
+        [
+            json!({ "cursor": 4, "start": 20 }),
+            json!({ "cursor": 4, "start": 20 })
+        ]
+    );
+    assert_eq!(state.data_position, 14);
     for dir in [straight, split, source] {
         std::fs::remove_dir_all(dir).unwrap();
     }
+}
+
+fn latest_state(dir: &Path) -> TrainerState {
+    let (_, checkpoint) = latest_checkpoint(dir).unwrap().unwrap();
+    read_verified_state(&checkpoint).unwrap()
 }

@@ -58,7 +58,8 @@ pub struct TrainerState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_state: Option<serde_json::Value>,
     /// In a data-parallel run whose data sources keep a state: each peer's, by rank (then
-    /// `data_state` is absent). Only the same number of peers can resume them.
+    /// `data_state` is absent). Another number of peers resumes them through
+    /// [`crate::DataSource::reshard`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer_data_states: Vec<serde_json::Value>,
     /// Relative path and XXH3-64 (16 hex digits) of every other file in the checkpoint

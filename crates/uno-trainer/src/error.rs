@@ -243,17 +243,19 @@ pub enum TrainError {
         message: String,
     },
     /// A checkpoint holds the data-source states of a different number of peers than
-    /// resume it (one device counts as one peer): each peer's source keeps its own cursor
-    /// into its shard of the data, and those cursors do not carry over to other shards.
+    /// resume it (one device counts as one peer), and the data source cannot re-divide
+    /// them ([`crate::DataSource::reshard`]).
     #[error(
-        "the checkpoint holds the data states of {saved} peer(s) and {now} resume it; resume \
-         with {saved} (data sources without a state resume with any number)"
+        "the checkpoint holds the data states of {saved} peer(s) and {now} resume it, but the \
+         data source cannot re-divide them ({reason}); resume with {saved}"
     )]
     PeerCountChanged {
         /// Peers whose data states the checkpoint holds.
         saved: usize,
         /// Peers resuming it.
         now: usize,
+        /// The data source's reason.
+        reason: String,
     },
     /// A previous step failed half-way (an error from a hook while the weights were moved
     /// out); the trainer must be rebuilt from a checkpoint.

@@ -106,6 +106,7 @@ pub mod checkpoint;
 pub mod checksum;
 pub mod clip;
 pub mod config;
+mod data_resume;
 pub mod divergence;
 pub mod ema;
 pub mod error;

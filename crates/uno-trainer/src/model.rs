@@ -119,6 +119,24 @@ pub trait DataSource {
         Ok(())
     }
 
+    /// This peer's state (`rank` of `peers`) continuing from `saved`, the states of the
+    /// `saved.len()` peers (one device counts as one) that wrote a checkpoint, when the
+    /// number of peers changed between them. The trainer passes the result to
+    /// [`Self::restore`]. Exact resume is then impossible in general (the global batch and
+    /// each peer's shard change); a source should continue the stream from the point every
+    /// saved peer had reached, so that no item is skipped, and document what it repeats.
+    /// Default: an error, for sources whose state cannot be re-divided (resume them with
+    /// the number of peers that wrote the checkpoint).
+    fn reshard(
+        &self,
+        saved: &[serde_json::Value],
+        rank: usize,
+        peers: usize,
+    ) -> Result<serde_json::Value, BoxError> {
+        let _ = (saved, rank, peers);
+        Err("this data source keeps a state per peer and cannot re-divide it".into())
+    }
+
     /// Ids of the samples in the micro-batch at `position` (data set indexes, record ids),
     /// logged with a skipped step so that a bad sample can be found. Default: none.
     fn sample_ids(&self, position: u64) -> Vec<String> {

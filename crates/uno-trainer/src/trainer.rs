@@ -18,6 +18,7 @@ use crate::checkpoint::{
 };
 use crate::clip::clip_global_norm;
 use crate::config::TrainConfig;
+use crate::data_resume::DataResume;
 use crate::divergence::DivergenceGuard;
 use crate::ema::{ema_graft, ema_init, ema_update};
 use crate::error::{BoxError, Result, TrainError};
@@ -29,7 +30,7 @@ use crate::model::{DataSource, TrainStep};
 use crate::optim::{
     OptimizerRecord, TrainOptimizer, adamw, optimizer_from_bytes, optimizer_to_bytes,
 };
-use crate::parallel::{Peer, agreed, all_reduce_grads, broadcast_module, peer_data_state};
+use crate::parallel::{Peer, agreed, all_reduce_grads, broadcast_module};
 use crate::params::{TrainableParams, param_inventory, reassign_ids};
 use crate::progress::Progress;
 use crate::rng::TrainRng;
@@ -57,12 +58,13 @@ pub struct Trainer<B: AutodiffBackend, M: TrainStep<B>> {
     step: u64,
     data_position: u64,
     /// The data source's state after the last step read ([`DataSource::state`]); on resume,
-    /// the checkpoint's, restored into the data source before the first batch.
+    /// the checkpoint's single-device state, restored before the first batch.
     data_state: Option<serde_json::Value>,
-    /// Whether `data_state` still has to be restored into the data source (resume).
+    /// Whether the checkpoint's data states still have to be restored into the data source
+    /// (resume; done as the first step reads, when this peer's rank is known).
     restore_data: bool,
-    /// A resumed data-parallel checkpoint's data states, by rank, until [`Self::join`]
-    /// takes this peer's into `data_state`.
+    /// A resumed data-parallel checkpoint's data states, by rank, until the first step
+    /// restores this peer's (or one re-divided from all of them: [`DataResume`]).
     peer_data_states: Vec<serde_json::Value>,
     rng: TrainRng,
     consecutive_skips: u32,
@@ -235,7 +237,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         )?;
         trainer.step = state.step;
         trainer.data_position = state.data_position;
-        trainer.restore_data = state.data_state.is_some();
+        trainer.restore_data = state.data_state.is_some() || !state.peer_data_states.is_empty();
         trainer.data_state = state.data_state;
         trainer.peer_data_states = state.peer_data_states;
         trainer.rng = TrainRng::from_state(state.rng_state);
@@ -259,11 +261,6 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         let ema = broadcast_module(&peer, ema, Some(&self.trainable))?;
         peer.check_same_position(self.step, self.data_position)?;
         self.weights = Some(Weights { model, ema });
-        let states = std::mem::take(&mut self.peer_data_states);
-        if let Some(state) = peer_data_state(&peer, states, self.data_state.is_some())? {
-            self.restore_data = !state.is_null();
-            self.data_state = self.restore_data.then_some(state);
-        }
         self.peer = Some(peer);
         Ok(self)
     }
@@ -368,21 +365,6 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         D: DataSource<Batch = M::Batch>,
     {
         let started = Instant::now();
-        if self.peer.is_none() && !self.peer_data_states.is_empty() {
-            return Err(TrainError::PeerCountChanged {
-                saved: self.peer_data_states.len(),
-                now: 1,
-            });
-        }
-        if self.restore_data {
-            if let Some(state) = &self.data_state {
-                data.restore(state).map_err(|source| TrainError::Data {
-                    position: self.data_position,
-                    source,
-                })?;
-            }
-            self.restore_data = false;
-        }
         let lr = self.schedule.lr_at(self.step);
         let k = self.config.grad_accumulation;
         let step = self.step;
@@ -393,6 +375,16 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         let step_positions = peers * u64::from(k);
         let own_first = first_position + rank * u64::from(k);
         let weights = self.weights.as_ref().ok_or(TrainError::Poisoned)?;
+        // A resumed run's data states go into the source as the first step reads (with
+        // the other peers' agreement, so that a state this peer cannot take stops them all).
+        let resume = self.restore_data.then(|| {
+            DataResume::new(
+                self.data_state.clone(),
+                self.peer_data_states.clone(),
+                rank as usize,
+                peers as usize,
+            )
+        });
         // Peers read different positions: each draws its data randomness from its own
         // stream, split off the shared RNG, which then advances the same on every peer.
         let mut split_rng = self.rng.split(rank);
@@ -403,6 +395,9 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         // All micro-batches first: a token-weighted model needs the step's totals before
         // its first forward (their pixels are held until the step ends).
         let (batches, data_state, own_counts) = agreed(peer, step, "reading data", || {
+            if let Some(resume) = resume {
+                resume.apply(data, rank as usize, peers as usize, own_first)?;
+            }
             let mut batches = Vec::with_capacity(k as usize);
             for position in own_first..own_first + u64::from(k) {
                 let batch = data
@@ -416,6 +411,8 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             Ok((batches, state, counts))
         })?;
         self.data_state = data_state;
+        self.restore_data = false;
+        self.peer_data_states = Vec::new();
         // Every peer normalises by the counts of the whole step, all peers together.
         let step_counts = match peer {
             Some(p) => p.sum_exact("all-reduce of the loss counts", &own_counts)?,
@@ -511,15 +508,26 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
     /// In a data-parallel run every peer calls it; peer 0 writes once every peer has
     /// arrived, and every peer returns the same outcome.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        // Nothing read since a resume: the resumed checkpoint's data states still hold,
+        // whatever number of peers wrote them (every peer has them all).
+        let unread = self
+            .restore_data
+            .then(|| (self.data_state.clone(), self.peer_data_states.clone()));
         let dir = match &self.peer {
-            None => self.write_checkpoint(self.data_state.clone(), Vec::new())?,
+            None => {
+                let (single, peers) = unread.unwrap_or((self.data_state.clone(), Vec::new()));
+                self.write_checkpoint(single, peers)?
+            }
             Some(peer) => {
                 let step = self.step;
                 peer.agree::<_, TrainError>(step, "finishing the step", Ok(()))?;
                 // Each peer's data source has its own cursor: peer 0 saves them all.
-                let states = peer.gather_data_states(self.data_state.as_ref())?;
+                let (single, states) = match unread {
+                    Some(saved) => saved,
+                    None => (None, peer.gather_data_states(self.data_state.as_ref())?),
+                };
                 let written = match peer.is_writer() {
-                    true => self.write_checkpoint(None, states).map(Some),
+                    true => self.write_checkpoint(single, states).map(Some),
                     false => Ok(None),
                 };
                 let written = peer.agree(step, "writing the checkpoint", written)?;

@@ -72,8 +72,11 @@ pub struct PackedBatches<D, B: Backend> {
     device: B::Device,
     order: EpochOrder,
     /// This source's shard of the stream (data parallel): items `rank`, `rank + peers`,
-    /// `rank + 2 peers`, ...; `(0, 1)`: the whole stream.
+    /// `rank + 2 peers`, ... after `start`; `(0, 1)`: the whole stream.
     shard: (u64, u64),
+    /// Stream index where the current sharding begins: 0, or where a run resumed with
+    /// another number of peers continued ([`DataSource::reshard`]).
+    start: u64,
     /// Position in this source's shard of the next item to consider.
     cursor: u64,
     /// The item at `cursor`, read but not yet added (it did not fit the last pack).
@@ -109,6 +112,7 @@ impl<D: Dataset, B: Backend> PackedBatches<D, B> {
             device,
             order,
             shard: (0, 1),
+            start: 0,
             cursor: 0,
             pending: None,
             recent: VecDeque::new(),
@@ -135,10 +139,15 @@ impl<D: Dataset, B: Backend> PackedBatches<D, B> {
         self.cursor
     }
 
+    /// The stream index of the item at the cursor.
+    fn stream_index(&self) -> u64 {
+        let (rank, peers) = self.shard;
+        self.start + self.cursor * peers + rank
+    }
+
     /// The data set index of the item at the cursor.
     fn index_at_cursor(&mut self) -> Option<usize> {
-        let (rank, peers) = self.shard;
-        self.order.item(self.cursor * peers + rank)
+        self.order.item(self.stream_index())
     }
 
     /// The item at the cursor (read once, kept until it is added or skipped).
@@ -240,17 +249,38 @@ impl<D: Dataset, B: Backend> DataSource for PackedBatches<D, B> {
     }
 
     fn state(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "cursor": self.cursor }))
+        Some(serde_json::json!({ "cursor": self.cursor, "start": self.start }))
     }
 
     fn restore(&mut self, state: &serde_json::Value) -> Result<(), BoxError> {
-        let cursor = state
-            .get("cursor")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| format!("data state {state} has no `cursor`"))?;
+        let (start, cursor) = stream_state(state)?;
+        self.start = start;
         self.cursor = cursor;
         self.pending = None;
         Ok(())
+    }
+
+    /// The stream continues at the first item that some saved peer had not yet consumed
+    /// (peer `i` of `n` consumed its items below `start + cursor * n + i`), divided anew
+    /// among `peers` from there. No item is skipped; the items that the peers ahead had
+    /// consumed beyond that point (at most their lead, about one micro-batch each under a
+    /// token budget) are read a second time.
+    fn reshard(
+        &self,
+        saved: &[serde_json::Value],
+        // Every new peer starts at the same point; its shard is the one it was built with.
+        _rank: usize,
+        _peers: usize,
+    ) -> Result<serde_json::Value, BoxError> {
+        let n = saved.len() as u64;
+        let mut next = None::<u64>;
+        for (i, state) in (0u64..).zip(saved) {
+            let (start, cursor) = stream_state(state)?;
+            let peer_next = start + cursor * n + i;
+            next = Some(next.map_or(peer_next, |m| m.min(peer_next)));
+        }
+        let start = next.ok_or("no saved data state to re-divide")?;
+        Ok(serde_json::json!({ "cursor": 0, "start": start }))
     }
 
     /// The data set indexes of the micro-batch's items (`item 17`), for the latest
@@ -297,4 +327,20 @@ fn upload<B: Backend>(image: &RgbImage, device: &B::Device) -> Tensor<B, 3> {
         TensorData::new(image.data.clone(), [3, image.height, image.width]),
         device,
     )
+}
+
+/// `(start, cursor)` of a [`PackedBatches`] state (`start` is absent, 0, in states written
+/// before resharding existed).
+fn stream_state(state: &serde_json::Value) -> Result<(u64, u64), BoxError> {
+    let field = |key: &str| state.get(key).map(serde_json::Value::as_u64);
+    let cursor = field("cursor")
+        .flatten()
+        .ok_or_else(|| format!("data state {state} has no `cursor`"))?;
+    let start = match field("start") {
+        None => 0,
+        Some(start) => {
+            start.ok_or_else(|| format!("data state {state}: `start` is not a count"))?
+        }
+    };
+    Ok((start, cursor))
 }

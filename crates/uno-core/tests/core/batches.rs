@@ -170,3 +170,101 @@ fn step_metrics_report_the_token_composition() {
     assert_eq!(c["image_tokens"], 6 * 18);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The data set indexes each source consumed, in order (`sample_ids` of every position it
+/// read; nothing is skipped here).
+fn consumed(source: &PackedBatches<SyntheticScenes, Flex>, positions: u64) -> Vec<usize> {
+    (0..positions)
+        .flat_map(|p| source.sample_ids(p))
+        .map(|id| id.strip_prefix("item ").unwrap().parse().unwrap())
+        .collect()
+}
+
+/// A checkpoint of `n` token-budget peers resumed by `m`: the stream continues at the
+/// first item some peer had not consumed (computed here from what the peers read), so no
+/// item is skipped; the new peers read disjoint, gap-free parts of the rest; the only
+/// repeats are items a peer ahead had already consumed.
+#[test]
+fn resharding_continues_the_stream_without_gaps() {
+    let set = SyntheticScenes::new(SyntheticConfig {
+        len: 400,
+        image_size: 16,
+        max_shapes: 3,
+        seed: 5,
+    })
+    .unwrap();
+    let packing = BagelConfig::tiny(set.tokenizer().vocab_size(), set.special_tokens()).packing();
+    let source = |rank: usize, peers: usize, budget: usize| {
+        PackedBatches::<_, Flex>::new(
+            set.clone(),
+            BatchFill::Tokens {
+                expected: budget,
+                max: budget + budget / 3,
+            },
+            packing.clone(),
+            no_dropout(),
+            Default::default(),
+        )
+        .sharded(rank, peers)
+    };
+    let mut rng = TrainRng::new(1);
+    for (case, (n, m)) in [(2, 1), (1, 2), (2, 3), (3, 2), (4, 4)]
+        .into_iter()
+        .enumerate()
+    {
+        let budget = 120 + 40 * case;
+        let reads = 3u64;
+        let mut before = Vec::new();
+        let mut states = Vec::new();
+        for rank in 0..n {
+            // Uneven lengths make the peers' cursors differ.
+            let mut peer = source(rank, n, budget + 30 * rank);
+            for p in 0..reads {
+                peer.batch(p, &mut rng).unwrap();
+            }
+            before.push(consumed(&peer, reads));
+            states.push(peer.state().unwrap());
+        }
+        let mut all_before: Vec<usize> = before.concat();
+        all_before.sort_unstable();
+        assert!(
+            all_before.windows(2).all(|w| w[0] < w[1]),
+            "{n} peers read an item twice"
+        );
+        let first_unread = (0..)
+            .find(|i| all_before.binary_search(i).is_err())
+            .unwrap();
+
+        let mut after = Vec::new();
+        for rank in 0..m {
+            let mut peer = source(rank, m, budget);
+            let state = peer.reshard(&states, rank, m).unwrap();
+            assert_eq!(state["start"], first_unread as u64, "{n} -> {m}");
+            peer.restore(&state).unwrap();
+            for p in 0..reads {
+                peer.batch(p, &mut rng).unwrap();
+            }
+            after.push(consumed(&peer, reads));
+        }
+        // Each new peer reads its own residue class from the resume point, in order.
+        for (rank, items) in after.iter().enumerate() {
+            let want: Vec<usize> = (0..items.len())
+                .map(|k| first_unread + rank + k * m)
+                .collect();
+            assert_eq!(items, &want, "{n} -> {m}: new peer {rank}");
+        }
+        let repeats: Vec<usize> = after
+            .concat()
+            .into_iter()
+            .filter(|i| all_before.binary_search(i).is_ok())
+            .collect();
+        assert!(repeats.iter().all(|&i| i > first_unread), "{repeats:?}");
+        // With several peers, some peer was ahead of the slowest one (the case tests what it
+        // should): its lead is read again.
+        let lead = all_before.iter().filter(|&&i| i > first_unread).count();
+        assert!(
+            n == 1 || lead > 0,
+            "{n} -> {m}: the peers' cursors did not differ"
+        );
+    }
+}

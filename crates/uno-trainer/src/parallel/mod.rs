@@ -27,5 +27,5 @@ mod peer;
 pub(crate) use broadcast::broadcast_module;
 pub(crate) use grads::all_reduce_grads;
 pub use launch::{PeerError, run_data_parallel};
+pub(crate) use peer::agreed;
 pub use peer::{MAX_PEERS, Peer};
-pub(crate) use peer::{agreed, peer_data_state};

@@ -259,28 +259,6 @@ impl<B: AutodiffBackend> Peer<B> {
     }
 }
 
-/// This peer's data state out of a resumed checkpoint's: `peer_data_states` (one per peer
-/// of the run that wrote it) or, when empty, a single device's state (`single_state`).
-/// `None`: nothing to change (a single device's state resumed by one peer, or no state).
-/// The count must match the peers (see [`TrainError::PeerCountChanged`]).
-pub(crate) fn peer_data_state<B: AutodiffBackend>(
-    peer: &Peer<B>,
-    mut peer_data_states: Vec<serde_json::Value>,
-    single_state: bool,
-) -> Result<Option<serde_json::Value>> {
-    let saved = match peer_data_states.len() {
-        0 => usize::from(single_state),
-        saved => saved,
-    };
-    if saved > 0 && saved != peer.peers {
-        return Err(TrainError::PeerCountChanged {
-            saved,
-            now: peer.peers,
-        });
-    }
-    Ok((!peer_data_states.is_empty()).then(|| peer_data_states.swap_remove(peer.rank)))
-}
-
 /// `run`'s outcome, agreed with the other peers ([`Peer::agree_on`]) when there are any.
 pub(crate) fn agreed<B: AutodiffBackend, T>(
     peer: Option<&Peer<B>>,

@@ -1,12 +1,15 @@
 //! Data parallel on burn-collective: two peers with a global batch end where one device
-//! with the same global batch ends, and a failing peer stops them all.
+//! with the same global batch ends, a failing peer stops them all, and a data source's
+//! state is resumed by the same number of peers or re-divided for another.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use burn::tensor::backend::AutodiffBackend;
 use uno_trainer::checkpoint::{list_checkpoints, read_verified_state};
-use uno_trainer::{BoxError, TrainConfig, TrainError, TrainRng, Trainer, run_data_parallel};
+use uno_trainer::{
+    BoxError, DataSource, TrainConfig, TrainError, TrainRng, Trainer, run_data_parallel,
+};
 
 use crate::test_config;
 use crate::toy::{self, ToyBatch};
@@ -215,7 +218,78 @@ fn a_failing_peer_stops_every_peer<B: AutodiffBackend>() {
     );
 }
 
+/// A source with a state (how many micro-batches it read) and no way to re-divide it.
+struct Counting {
+    read: u64,
+}
+
+impl DataSource for Counting {
+    type Batch = ToyBatch;
+
+    fn batch(&mut self, position: u64, _: &mut TrainRng) -> Result<ToyBatch, BoxError> {
+        self.read += 1;
+        Ok(batch_at(position, true))
+    }
+
+    fn state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "read": self.read }))
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), BoxError> {
+        self.read = state["read"].as_u64().ok_or("no `read`")?;
+        Ok(())
+    }
+}
+
+/// Two peers' states: one device is refused them (the source cannot re-divide them) and
+/// writes nothing; two peers restore their own (each counts on from 2).
+fn a_state_that_cannot_be_redivided_needs_the_same_peers<B: AutodiffBackend>() {
+    let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let run = |peers: usize, iterations: u64| {
+        let devices = vec![B::Device::default(); peers];
+        let config = config(dir.path(), 1, iterations);
+        let fit = |peer| {
+            let model = toy::toy::<B>(3, &B::Device::default());
+            let mut trainer = Trainer::resume_or_new(config.clone(), model, B::Device::default())?;
+            if let Some(peer) = peer {
+                trainer = trainer.join(peer)?;
+            }
+            trainer.fit(&mut Counting { read: 0 }, None).map(|_| ())
+        };
+        match peers {
+            1 => fit(None),
+            _ => run_data_parallel::<B, _, TrainError, _>(&devices, |peer| fit(Some(peer)))
+                .map(|_| ()),
+        }
+    };
+    run(2, 2).unwrap();
+    let err = run(1, 4).unwrap_err();
+    match &err {
+        TrainError::PeerCountChanged {
+            saved: 2,
+            now: 1,
+            reason,
+        } => {
+            assert!(reason.contains("cannot re-divide"), "{reason}")
+        }
+        _ => panic!("{err}"),
+    }
+    let steps = || -> Vec<u64> {
+        let written = list_checkpoints(dir.path()).unwrap();
+        written.iter().map(|(s, _)| *s).collect()
+    };
+    assert_eq!(steps(), [2]);
+    run(2, 4).unwrap();
+    assert_eq!(steps(), [2, 4]);
+    let written = list_checkpoints(dir.path()).unwrap();
+    let state = read_verified_state(&written[1].1).unwrap();
+    let reads: Vec<_> = state.peer_data_states.iter().map(|s| &s["read"]).collect();
+    assert_eq!(reads, [4, 4]);
+}
+
 autodiff_tests!(
+    a_state_that_cannot_be_redivided_needs_the_same_peers,
     two_peers_match_one_device,
     a_nan_on_one_peer_skips_the_step_everywhere,
     two_peers_resume_exactly,
