@@ -1,12 +1,13 @@
 //! ShapesBench stage 1 through `train::run`: the tiny model pretrained from scratch on the
 //! bench's data with understanding samples (`RunConfig::shapes_pretrain`), every weight
-//! trained.
+//! trained. The model starts as a BAGEL folder (`BagelConfig::save_folder` and
+//! `ema.safetensors`), as a caller building its own model config passes it.
 
 use std::path::Path;
 
 use super::{B, run_dir};
-use uno_core::bagel::Bagel;
-use uno_core::checkpoint::{UnexpectedKeys, WeightReader};
+use uno_core::bagel::{Bagel, BagelConfig};
+use uno_core::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
 use uno_core::data::SyntheticScenes;
 use uno_core::data::shapes::{ShapesBench, ShapesBenchConfig};
 use uno_core::train::{
@@ -19,6 +20,24 @@ const BENCH: ShapesBenchData = ShapesBenchData {
     understanding_fraction: 0.5,
     caption_is_prompt: false,
 };
+
+/// A freshly initialised tiny model over the bench's vocabulary as a BAGEL folder: the
+/// runs compared below start from the same weights (Burn's initialisers draw from a
+/// global RNG that tests running in parallel share).
+fn tiny_folder(dir: &Path) {
+    let bench = bench_set();
+    let config = BagelConfig::tiny(bench.tokenizer().vocab_size(), bench.special_tokens());
+    let model = config.init::<B>(&Default::default()).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    config.save_folder(dir).unwrap();
+    model
+        .save_safetensors(&dir.join("ema.safetensors"), SaveDtype::F32)
+        .unwrap();
+}
+
+fn bench_set() -> SyntheticScenes {
+    SyntheticScenes::shapes_bench(ShapesBench::new(ShapesBenchConfig { seed: 0 }), 1, 16).unwrap()
+}
 
 fn spec(dir: &Path, iterations: u64, resume: bool, extra: &[&str]) -> RunSpec {
     let mut overrides = vec![
@@ -74,7 +93,16 @@ fn und_q_proj(model: &Bagel<B>) -> Vec<f32> {
 #[test]
 fn stage_one_lowers_the_text_loss_and_resumes_exactly() {
     let device = Default::default();
-    let (straight, split) = (run_dir("pretrain-straight"), run_dir("pretrain-split"));
+    let (source, straight, split) = (
+        run_dir("pretrain-init"),
+        run_dir("pretrain-straight"),
+        run_dir("pretrain-split"),
+    );
+    tiny_folder(&source);
+    let spec = |dir: &Path, iterations: u64, resume: bool, extra: &[&str]| RunSpec {
+        model: ModelSource::Folder(source.clone()),
+        ..spec(dir, iterations, resume, extra)
+    };
     let report = run::<B>(spec(&straight, 30, false, &[]), &device).unwrap();
     assert_eq!((report.summary.end_step, report.summary.skipped), (30, 0));
     let text = text_losses(&straight);
@@ -112,13 +140,11 @@ fn stage_one_lowers_the_text_loss_and_resumes_exactly() {
 
     // The folder keeps the bench's vocabulary (prompts and re-captions).
     let kept = uno_core::data::TextTokenizer::from_file(&split.join(TOKENIZER_FILE)).unwrap();
-    let bench = SyntheticScenes::shapes_bench(
-        ShapesBench::new(ShapesBenchConfig { seed: 0 }),
-        1,
-        16,
-    )
-    .unwrap();
-    for text in ["three circles left of a square", "the picture shows a navy box ."] {
+    let bench = bench_set();
+    for text in [
+        "three circles left of a square",
+        "the picture shows a navy box .",
+    ] {
         assert_eq!(
             kept.encode(text).unwrap(),
             bench.tokenizer().encode(text).unwrap()
@@ -135,7 +161,7 @@ fn stage_one_lowers_the_text_loss_and_resumes_exactly() {
             if changes.iter().any(|c| c.contains("model.trainable"))),
         "{err}"
     );
-    for dir in [straight, split] {
+    for dir in [source, straight, split] {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
@@ -150,7 +176,7 @@ fn bad_pretraining_values_name_their_key() {
         ("model.precision=\"bf16_mixed\"", 0.5, "model.trainable"),
         ("loss.text=1", 1.5, "understanding_fraction"),
     ] {
-        let mut spec = spec(&dir, 2, false, &[extra]);
+        let mut spec = spec(&dir, 4, false, &[extra]);
         spec.data = TrainData::ShapesBench(ShapesBenchData {
             understanding_fraction: fraction,
             ..BENCH

@@ -100,7 +100,8 @@ fn forward<B: Backend>(
 /// understanding-side ones), concatenated.
 fn grads<B: AutodiffBackend>(model: &Bagel<B>, grads: &B::Gradients) -> Vec<f32> {
     let layer = &model.language_model.layers[0];
-    let und: [&Param<Tensor<B, 2>>; 2] = [&layer.und.self_attn.q_proj.weight, &model.lm_head.weight];
+    let und: [&Param<Tensor<B, 2>>; 2] =
+        [&layer.und.self_attn.q_proj.weight, &model.lm_head.weight];
     let und = und.into_iter().filter(|p| p.is_require_grad());
     let params: [&Param<Tensor<B, 2>>; 4] = [
         &layer.moe_gen.self_attn.k_proj.weight,
@@ -116,8 +117,9 @@ fn grads<B: AutodiffBackend>(model: &Bagel<B>, grads: &B::Gradients) -> Vec<f32>
         .into_iter()
         .chain(und)
         .flat_map(|p| {
-            let g: Tensor<B::InnerBackend, 2> = p.val().grad(grads).expect("a trained parameter");
-            to_vec(g)
+            // A micro-batch of understanding samples only gives the generation side none.
+            let g: Option<Tensor<B::InnerBackend, 2>> = p.val().grad(grads);
+            g.map_or_else(|| vec![0.0; p.val().shape().num_elements()], to_vec)
         })
         .collect()
 }

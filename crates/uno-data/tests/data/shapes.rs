@@ -404,7 +404,10 @@ fn understanding_items_are_a_deterministic_binomial_fraction() {
     );
     // Not clustered: each half holds its share too.
     let first_half = flags[..LEN / 2].iter().filter(|&&f| f).count() as f64;
-    assert!((first_half - count / 2.0).abs() < 4.0 * sd, "{first_half} in the first half");
+    assert!(
+        (first_half - count / 2.0).abs() < 4.0 * sd,
+        "{first_half} in the first half"
+    );
     let again = make(FRACTION);
     assert!((0..LEN).all(|i| again.is_understanding(i) == flags[i]));
     assert!((0..LEN).all(|i| !make(0.0).is_understanding(i)));
@@ -416,7 +419,10 @@ fn understanding_items_are_a_deterministic_binomial_fraction() {
     for i in 0..40 {
         let item = set.get(i).unwrap();
         let (spec, scene) = bench.train_example(i as u64);
-        assert_eq!((&item.prompt, &item.target.vit), (&spec.text(), &scene.render(SIDE)));
+        assert_eq!(
+            (&item.prompt, &item.target.vit),
+            (&spec.text(), &scene.render(SIDE))
+        );
         match item.sample {
             Sample::Understanding {
                 image,
@@ -484,9 +490,16 @@ fn held_out_set_draws_the_evaluation_prompts() {
         let item = set.get(i).unwrap();
         let spec = &prompts[i % prompts.len()];
         assert_eq!(item.prompt, spec.text());
-        assert!(judge.score(&item.target.vae, spec), "item {i}: {}", item.prompt);
+        assert!(
+            judge.score(&item.target.vae, spec),
+            "item {i}: {}",
+            item.prompt
+        );
         differ += usize::from(set.scene(i) != other.scene(i));
         assert_eq!(set.scene(i), set.scene(i));
     }
-    assert!(differ > len / 2, "{differ} of {len} scenes differ between seeds");
+    assert!(
+        differ > len / 2,
+        "{differ} of {len} scenes differ between seeds"
+    );
 }

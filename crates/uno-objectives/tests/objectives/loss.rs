@@ -287,7 +287,13 @@ fn text_term_is_weighted_and_counted<B: Backend>() {
             1.0,
         )
         .unwrap_err();
-    assert_eq!(err, ObjectiveError::GlobalCount { term: "text", local: 2 });
+    assert_eq!(
+        err,
+        ObjectiveError::GlobalCount {
+            term: "text",
+            local: 2
+        }
+    );
     // Errors name the text term, not the caption.
     let err = loss
         .forward(inputs::<B>(&MQ).text(t2(&[f32::NAN, 0.0], 1, 2), &[0]))
@@ -301,7 +307,13 @@ fn text_term_is_weighted_and_counted<B: Backend>() {
     );
     let err = UnoLossConfig::new().with_text(-1.0).init().unwrap_err();
     assert!(
-        matches!(err, ObjectiveError::InvalidValue { name: "UnoLossConfig.text", .. }),
+        matches!(
+            err,
+            ObjectiveError::InvalidValue {
+                name: "UnoLossConfig.text",
+                ..
+            }
+        ),
         "{err}"
     );
 }
