@@ -131,7 +131,7 @@ fn stage_one_lowers_the_text_loss_and_resumes_exactly() {
     // Every weight trained, after the resume too: the understanding expert moved between
     // the checkpoint at step 15 and the end.
     let (_, trained, _) = Bagel::<B>::load_folder(&split, &device, UnexpectedKeys::Error).unwrap();
-    let reader = WeightReader::open(&split.join("step-000015/model.safetensors")).unwrap();
+    let reader = WeightReader::open(split.join("step-000015/model.safetensors")).unwrap();
     let (_, fresh, _) = Bagel::<B>::load_folder(&split, &device, UnexpectedKeys::Error).unwrap();
     let (at_15, _) = fresh
         .load_safetensors(&reader, UnexpectedKeys::Error)
