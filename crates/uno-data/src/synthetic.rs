@@ -187,7 +187,13 @@ enum Prompts {
     Grid,
     /// ShapesBench's training distribution ([`ShapesBench::train_example`]).
     Bench(ShapesBench),
+    /// ShapesBench's evaluation prompts in turn, each laid out from `(seed, index)`.
+    BenchHeldOut(ShapesBench),
 }
+
+/// Mixed into the seed for the understanding draw, so it is independent of the scene draws
+/// that start from the same seed.
+const UNDERSTANDING_SALT: u64 = 0x0a5e_57a9_e1_u64;
 
 /// The synthetic data set, with its own word-level tokenizer: random scenes with prompts
 /// naming every shape's cell ([`Self::new`]), or the ShapesBench training distribution
@@ -199,6 +205,10 @@ pub struct SyntheticScenes {
     tokenizer: TextTokenizer,
     supervision: (bool, bool),
     transforms: ImageTransforms,
+    /// Fraction of the items that are understanding samples ([`Self::with_understanding`]).
+    understanding: f64,
+    /// The UNO caption is the prompt itself ([`Self::with_prompt_captions`]).
+    caption_is_prompt: bool,
 }
 
 impl SyntheticScenes {
@@ -231,6 +241,31 @@ impl SyntheticScenes {
         )
     }
 
+    /// ShapesBench's evaluation prompts ([`ShapesBench::held_out_prompts`]) as a data set
+    /// of `len` items drawn at `image_size` pixels: item `i` is prompt `i mod n` laid out
+    /// ([`ShapesBench::layout`]) from `(seed, i)`, so that under another seed than the
+    /// training set's its scenes are never trained on. Items are built like
+    /// [`Self::shapes_bench`]'s (same vocabulary, supervision, understanding fraction).
+    pub fn shapes_bench_held_out(
+        bench: ShapesBench,
+        seed: u64,
+        len: usize,
+        image_size: usize,
+    ) -> Result<Self, DataError> {
+        let config = SyntheticConfig {
+            len,
+            image_size,
+            max_shapes: *COUNTS.end(),
+            seed,
+        };
+        let words = Self::bench_vocabulary();
+        Self::build(
+            config,
+            Prompts::BenchHeldOut(bench),
+            words.iter().map(String::as_str),
+        )
+    }
+
     fn build<'a>(
         config: SyntheticConfig,
         prompts: Prompts,
@@ -252,7 +287,45 @@ impl SyntheticScenes {
                 vae: identity,
                 vit: identity,
             },
+            understanding: 0.0,
+            caption_is_prompt: false,
         })
+    }
+
+    /// Make a deterministic `fraction` of the items understanding samples (BAGEL's
+    /// pretraining mixes them with generation): the scene's ViT-side image, no question,
+    /// and its re-caption as the answer (the language the caption loss uses later). Which
+    /// items is decided per index from the seed ([`Self::is_understanding`]), so an item
+    /// stays a pure function of `(seed, index)`. `fraction` must be in `[0, 1]`.
+    pub fn with_understanding(mut self, fraction: f64) -> Result<Self, DataError> {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(DataError::Config(format!(
+                "understanding fraction must be in [0, 1], got {fraction}"
+            )));
+        }
+        self.understanding = fraction;
+        Ok(self)
+    }
+
+    /// Use the prompt's own tokens as the UNO caption target instead of the re-caption:
+    /// the paper's Table 7 ablation without semantic augmentation.
+    pub fn with_prompt_captions(mut self, caption_is_prompt: bool) -> Self {
+        self.caption_is_prompt = caption_is_prompt;
+        self
+    }
+
+    /// Whether item `index` is an understanding sample: a hash of `(seed, index)` mapped to
+    /// `[0, 1)` falls under the understanding fraction.
+    pub fn is_understanding(&self, index: usize) -> bool {
+        let mut z = (self.config.seed ^ UNDERSTANDING_SALT)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(index as u64);
+        // SplitMix64's finaliser: consecutive indexes give unrelated draws.
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let uniform = (z >> 11) as f64 / (1u64 << 53) as f64;
+        uniform < self.understanding
     }
 
     /// Pass every rendered `image_size` square through `transforms` (by default both copies
@@ -335,6 +408,20 @@ impl SyntheticScenes {
                 let (spec, scene) = bench.train_example(index as u64);
                 (spec.text(), scene)
             }
+            Prompts::BenchHeldOut(bench) => {
+                let prompts = bench.held_out_prompts();
+                let spec = &prompts[index % prompts.len()];
+                let mut rng = StdRng::seed_from_u64(
+                    self.config
+                        .seed
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        .wrapping_add(index as u64),
+                );
+                let scene = bench
+                    .layout(spec, &mut rng)
+                    .expect("every evaluation prompt has a layout");
+                (spec.text(), scene)
+            }
         }
     }
 
@@ -373,21 +460,35 @@ impl Dataset for SyntheticScenes {
             });
         }
         let (prompt, scene) = self.prompted_scene(index);
-        let caption = scene.recaption();
         let target = self
             .transforms
             .apply(&scene.render(self.config.image_size))?;
-        let (with_caption, metaqueries) = self.supervision;
-        let sample = Sample::TextToImage {
-            prompt: self.tokenizer.encode(&prompt)?,
-            target: ImageSize::new(target.vae.height, target.vae.width),
-            supervision: Supervision {
-                caption: with_caption
-                    .then(|| self.tokenizer.encode(&caption))
-                    .transpose()?,
-                metaqueries,
-            },
-            drop_prompt: false,
+        let recaption = scene.recaption();
+        let (sample, caption) = if self.is_understanding(index) {
+            let sample = Sample::Understanding {
+                image: ImageSize::new(target.vit.height, target.vit.width),
+                question: None,
+                answer: self.tokenizer.encode(&recaption)?,
+            };
+            (sample, recaption)
+        } else {
+            let caption = match self.caption_is_prompt {
+                true => prompt.clone(),
+                false => recaption,
+            };
+            let (with_caption, metaqueries) = self.supervision;
+            let sample = Sample::TextToImage {
+                prompt: self.tokenizer.encode(&prompt)?,
+                target: ImageSize::new(target.vae.height, target.vae.width),
+                supervision: Supervision {
+                    caption: with_caption
+                        .then(|| self.tokenizer.encode(&caption))
+                        .transpose()?,
+                    metaqueries,
+                },
+                drop_prompt: false,
+            };
+            (sample, caption)
         };
         Ok(TrainItem {
             sample,

@@ -30,18 +30,41 @@ pub fn caption_cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,
     labels: &[u32],
 ) -> Result<LossTerm<B>> {
-    caption_term(logits, labels, true)
+    cross_entropy_term(logits, labels, true, CeNames::CAPTION)
 }
 
-pub(crate) fn caption_term<B: Backend>(
+/// The names a next-token CE term reports its errors under: the same loss serves UNO's
+/// caption and the understanding answers (BAGEL's `ce_loss`), which are separate terms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CeNames {
+    loss: &'static str,
+    logits: &'static str,
+    labels: &'static str,
+}
+
+impl CeNames {
+    pub(crate) const CAPTION: Self = Self {
+        loss: "caption",
+        logits: "caption.logits",
+        labels: "caption.labels (one per row of caption.logits)",
+    };
+    pub(crate) const TEXT: Self = Self {
+        loss: "text",
+        logits: "text.logits",
+        labels: "text.labels (one per row of text.logits)",
+    };
+}
+
+pub(crate) fn cross_entropy_term<B: Backend>(
     logits: Tensor<B, 2>,
     labels: &[u32],
     check: bool,
+    names: CeNames,
 ) -> Result<LossTerm<B>> {
     let [n, vocab] = logits.dims();
     if labels.len() != n {
         return Err(ObjectiveError::Count {
-            what: "caption.labels (one per row of caption.logits)",
+            what: names.labels,
             expected: n,
             found: labels.len(),
         });
@@ -79,7 +102,7 @@ pub(crate) fn caption_term<B: Backend>(
     if check {
         // The loss alone misses a `-inf` logit off the label; the probe catches it.
         let probe = sum.clone().detach() + nonfinite_probe(used.clone());
-        ensure_finite(probe, "caption", &[("caption.logits", used)])?;
+        ensure_finite(probe, names.loss, &[(names.logits, used)])?;
     }
     Ok(LossTerm::from_sum(sum, count))
 }

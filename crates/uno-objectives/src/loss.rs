@@ -1,8 +1,9 @@
-//! The combined UNO objective `L = L_fm + w_cap L_cap + w_vis L_vis` (paper eq. 3).
+//! The combined UNO objective `L = L_fm + w_cap L_cap + w_vis L_vis` (paper eq. 3), plus
+//! BAGEL's understanding cross entropy `w_text L_text` for pretraining both experts at once.
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::caption::caption_term;
+use crate::caption::{CeNames, cross_entropy_term};
 use crate::error::ObjectiveError;
 
 // Not `Result`: the `Config` derive expands to code naming `Result<T, E>`.
@@ -24,6 +25,12 @@ pub struct UnoLossConfig {
     /// Weight of the metaquery cosine loss.
     #[config(default = 0.2)]
     pub visual: f64,
+    /// Weight of the understanding answers' cross entropy (BAGEL's `ce_loss` on
+    /// `Sample::Understanding` answers). Not a UNO objective: post-training leaves it at 0;
+    /// pretraining (ShapesBench's stage 1) turns it on to teach the understanding expert to
+    /// caption.
+    #[config(default = 0.0)]
+    pub text: f64,
     /// Check every computed term for NaN/inf inputs (one scalar read-back, i.e. one device
     /// synchronisation, per term per step). Turn off to keep a GPU pipeline asynchronous.
     #[config(default = true)]
@@ -33,14 +40,14 @@ pub struct UnoLossConfig {
 impl UnoLossConfig {
     /// Validate the weights (finite, `>= 0`) and build the loss.
     pub fn init(&self) -> Res<UnoLoss> {
-        for (name, w) in [("caption", self.caption), ("visual", self.visual)] {
+        for (name, w) in [
+            ("UnoLossConfig.caption", self.caption),
+            ("UnoLossConfig.visual", self.visual),
+            ("UnoLossConfig.text", self.text),
+        ] {
             if !(w.is_finite() && w >= 0.0) {
                 return Err(ObjectiveError::InvalidValue {
-                    name: if name == "caption" {
-                        "UnoLossConfig.caption"
-                    } else {
-                        "UnoLossConfig.visual"
-                    },
+                    name,
                     value: w.to_string(),
                     expected: "a finite weight >= 0 (0 disables the term)",
                 });
@@ -52,8 +59,8 @@ impl UnoLossConfig {
     }
 }
 
-/// Per-term item counts: noised VAE tokens, caption targets (ignored labels excluded) and
-/// metaqueries. Sum them over data-parallel ranks for [`UnoLoss::forward_global`].
+/// Per-term item counts: noised VAE tokens, caption targets (ignored labels excluded),
+/// metaqueries and understanding-answer targets. Sum them over data-parallel ranks for [`UnoLoss::forward_global`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LossCounts {
     /// Noised VAE tokens carrying a flow loss.
@@ -62,6 +69,8 @@ pub struct LossCounts {
     pub caption_tokens: usize,
     /// Metaqueries.
     pub metaqueries: usize,
+    /// Understanding-answer targets (non-ignored labels).
+    pub text_tokens: usize,
 }
 
 impl std::ops::Add for LossCounts {
@@ -73,6 +82,7 @@ impl std::ops::Add for LossCounts {
             noised_tokens: self.noised_tokens + rhs.noised_tokens,
             caption_tokens: self.caption_tokens + rhs.caption_tokens,
             metaqueries: self.metaqueries + rhs.metaqueries,
+            text_tokens: self.text_tokens + rhs.text_tokens,
         }
     }
 }
@@ -85,6 +95,7 @@ pub struct UnoLossInputs<'a, B: Backend> {
     flow: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
     caption: Option<(Tensor<B, 2>, &'a [u32])>,
     visual: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    text: Option<(Tensor<B, 2>, &'a [u32])>,
 }
 
 impl<'a, B: Backend> UnoLossInputs<'a, B> {
@@ -95,6 +106,7 @@ impl<'a, B: Backend> UnoLossInputs<'a, B> {
             flow: None,
             caption: None,
             visual: None,
+            text: None,
         }
     }
 
@@ -115,12 +127,20 @@ impl<'a, B: Backend> UnoLossInputs<'a, B> {
         self.visual = Some((pred, target));
         self
     }
+
+    /// Understanding-answer logits `[N, V]` and labels (`N`, [`crate::IGNORE_INDEX`] to
+    /// skip): the same next-token CE as the caption, as a separate term.
+    pub fn text(mut self, logits: Tensor<B, 2>, labels: &'a [u32]) -> Self {
+        self.text = Some((logits, labels));
+        self
+    }
 }
 
 /// The loss of one pack: the weighted total and every (unweighted) component.
 #[derive(Debug, Clone)]
 pub struct UnoLossOutput<B: Backend> {
-    /// `flow + caption_weight * caption + visual_weight * visual`, shape `[1]`.
+    /// `flow + caption_weight * caption + visual_weight * visual + text_weight * text`,
+    /// shape `[1]`.
     pub total: Tensor<B, 1>,
     /// Flow-matching loss (unweighted).
     pub flow: Tensor<B, 1>,
@@ -128,6 +148,8 @@ pub struct UnoLossOutput<B: Backend> {
     pub caption: Tensor<B, 1>,
     /// Metaquery cosine loss (unweighted; 0 when disabled or empty).
     pub visual: Tensor<B, 1>,
+    /// Understanding-answer cross entropy (unweighted; 0 when disabled or empty).
+    pub text: Tensor<B, 1>,
     /// Local item counts of each term (0 for a disabled term).
     pub counts: LossCounts,
 }
@@ -142,6 +164,18 @@ struct Terms<B: Backend> {
     flow: LossTerm<B>,
     caption: LossTerm<B>,
     visual: LossTerm<B>,
+    text: LossTerm<B>,
+}
+
+impl<B: Backend> Terms<B> {
+    fn counts(&self) -> LossCounts {
+        LossCounts {
+            noised_tokens: self.flow.count,
+            caption_tokens: self.caption.count,
+            metaqueries: self.visual.count,
+            text_tokens: self.text.count,
+        }
+    }
 }
 
 impl UnoLoss {
@@ -159,7 +193,7 @@ impl UnoLoss {
         };
         let caption = match inputs.caption {
             Some((logits, labels)) if self.config.caption > 0.0 => {
-                caption_term(logits, labels, check)?
+                cross_entropy_term(logits, labels, check, CeNames::CAPTION)?
             }
             _ => LossTerm::zero(&device),
         };
@@ -167,32 +201,38 @@ impl UnoLoss {
             Some((pred, target)) if self.config.visual > 0.0 => visual_term(pred, target, check)?,
             _ => LossTerm::zero(&device),
         };
+        let text = match inputs.text {
+            Some((logits, labels)) if self.config.text > 0.0 => {
+                cross_entropy_term(logits, labels, check, CeNames::TEXT)?
+            }
+            _ => LossTerm::zero(&device),
+        };
         Ok(Terms {
             flow,
             caption,
             visual,
+            text,
         })
     }
 
-    fn combine<B: Backend>(
-        &self,
-        flow: Tensor<B, 1>,
-        caption: Tensor<B, 1>,
-        visual: Tensor<B, 1>,
-        counts: LossCounts,
-    ) -> UnoLossOutput<B> {
+    /// `[flow, caption, visual, text]` already normalised, weighted into the total.
+    fn combine<B: Backend>(&self, [flow, caption, visual, text]: [Tensor<B, 1>; 4], counts: LossCounts) -> UnoLossOutput<B> {
         let mut total = flow.clone();
-        if self.config.caption > 0.0 {
-            total = total + caption.clone().mul_scalar(self.config.caption);
-        }
-        if self.config.visual > 0.0 {
-            total = total + visual.clone().mul_scalar(self.config.visual);
+        for (term, weight) in [
+            (&caption, self.config.caption),
+            (&visual, self.config.visual),
+            (&text, self.config.text),
+        ] {
+            if weight > 0.0 {
+                total = total + term.clone().mul_scalar(weight);
+            }
         }
         UnoLossOutput {
             total,
             flow,
             caption,
             visual,
+            text,
             counts,
         }
     }
@@ -200,12 +240,11 @@ impl UnoLoss {
     /// The loss of one pack, each term averaged over this pack's own items.
     pub fn forward<B: Backend>(&self, inputs: UnoLossInputs<'_, B>) -> Res<UnoLossOutput<B>> {
         let t = self.terms(inputs)?;
-        let counts = LossCounts {
-            noised_tokens: t.flow.count,
-            caption_tokens: t.caption.count,
-            metaqueries: t.visual.count,
-        };
-        Ok(self.combine(t.flow.mean, t.caption.mean, t.visual.mean, counts))
+        let counts = t.counts();
+        Ok(self.combine(
+            [t.flow.mean, t.caption.mean, t.visual.mean, t.text.mean],
+            counts,
+        ))
     }
 
     /// The loss of one pack with each term's SUM divided by a global count: BAGEL's
@@ -229,19 +268,13 @@ impl UnoLoss {
             });
         }
         let t = self.terms(inputs)?;
-        let counts = LossCounts {
-            noised_tokens: t.flow.count,
-            caption_tokens: t.caption.count,
-            metaqueries: t.visual.count,
-        };
-        let flow = t.flow.normalized_by(global.noised_tokens, "flow")?;
-        let caption = t.caption.normalized_by(global.caption_tokens, "caption")?;
-        let visual = t.visual.normalized_by(global.metaqueries, "visual")?;
-        Ok(self.combine(
-            flow.mul_scalar(scale),
-            caption.mul_scalar(scale),
-            visual.mul_scalar(scale),
-            counts,
-        ))
+        let counts = t.counts();
+        let terms = [
+            t.flow.normalized_by(global.noised_tokens, "flow")?,
+            t.caption.normalized_by(global.caption_tokens, "caption")?,
+            t.visual.normalized_by(global.metaqueries, "visual")?,
+            t.text.normalized_by(global.text_tokens, "text")?,
+        ];
+        Ok(self.combine(terms.map(|term| term.mul_scalar(scale)), counts))
     }
 }

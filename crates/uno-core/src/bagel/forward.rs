@@ -45,7 +45,8 @@ impl<B: Backend> Clone for UnoBatch<'_, B> {
 impl<B: Backend> Copy for UnoBatch<'_, B> {}
 
 /// What each loss term's per-item sum is divided by (noised tokens for flow matching,
-/// caption targets for the caption loss, metaqueries for the visual loss).
+/// caption targets for the caption loss, metaqueries for the visual loss, answer targets
+/// for the understanding text loss).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LossNormalization {
     /// This pack's own count: each term is a mean over this pack.
@@ -70,7 +71,7 @@ pub struct UnoForward<B: Backend> {
 /// The objective settings the forward needs besides the weights.
 #[derive(Debug, Clone)]
 pub struct UnoObjective {
-    /// The weighted sum `L_fm + caption * L_cap + visual * L_vis`.
+    /// The weighted sum `L_fm + caption * L_cap + visual * L_vis + text * L_text`.
     pub loss: UnoLoss,
     /// Flow-matching timestep shift of training (UNO: 4.0).
     pub timestep_shift: f64,
@@ -92,9 +93,10 @@ impl BagelConfig {
 
 impl<B: Backend> Bagel<B> {
     /// The UNO forward. The losses follow the paper: `L = L_fm + w_cap L_cap + w_vis L_vis`
-    /// (weights in `objective`); terms whose splits are absent from the pack (or whose
-    /// weight is 0) are zero with a zero count. Understanding-text CE targets
-    /// (`pack.text_ce`) are not a UNO objective and are ignored here.
+    /// (weights in `objective`), plus BAGEL's understanding CE `w_text L_text` over the
+    /// answer targets `pack.text_ce` (0 in post-training; pretraining turns it on); terms
+    /// whose splits are absent from the pack (or whose weight is 0) are zero with a zero
+    /// count.
     ///
     /// Visual targets are the model's own ViT + connector features of the clean target
     /// image (without the `vit_pos_embed` table, which carries position, not content),
@@ -186,6 +188,10 @@ impl<B: Backend> Bagel<B> {
         if weights.caption > 0.0 && !pack.caption_ce.is_empty() {
             let logits = self.lm_head.forward(rows(&pack.caption_ce.indexes));
             inputs = inputs.caption(logits, &pack.caption_ce.labels);
+        }
+        if weights.text > 0.0 && !pack.text_ce.is_empty() {
+            let logits = self.lm_head.forward(rows(&pack.text_ce.indexes));
+            inputs = inputs.text(logits, &pack.text_ce.labels);
         }
         if weights.visual > 0.0 && !pack.metaquery_indexes.is_empty() {
             let target = self.visual_targets(pack, vit_targets)?;

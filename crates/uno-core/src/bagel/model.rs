@@ -2,7 +2,7 @@
 //! (`language_model.model.*`, `vit_model.*`, `connector.*`, `vae2llm`, ...), so the
 //! checkpoint mapping is mechanical.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -88,6 +88,22 @@ impl<B: Backend> Bagel<B> {
         }
     }
 
+    /// Pretraining's trainable set: every weight trains (both experts, the embeddings,
+    /// `lm_head`, the ViT, the connector, the generation embeddings, the metaqueries),
+    /// whatever was frozen before, except the fixed sin-cos position tables
+    /// (`vit_pos_embed`, `latent_pos_embed`), which BAGEL never trains either.
+    pub fn train_all(self) -> Self {
+        let model = self.map(&mut RequireGrad);
+        Self {
+            vit_pos_embed: model.vit_pos_embed.no_grad(),
+            generation: GenerationEmbeddings {
+                latent_pos_embed: model.generation.latent_pos_embed.no_grad(),
+                ..model.generation
+            },
+            ..model
+        }
+    }
+
     /// The language model's hidden size (3584 for BAGEL-7B).
     pub fn hidden_size(&self) -> usize {
         self.embed_tokens.dims()[1]
@@ -101,5 +117,15 @@ impl<B: Backend> Bagel<B> {
     /// Rows of `metaqueries`: the metaquery split length the model was built for.
     pub fn num_metaqueries(&self) -> usize {
         self.metaqueries.dims()[0]
+    }
+}
+
+/// Makes every float parameter require a gradient (undoes `no_grad`), keeping its value
+/// and id.
+struct RequireGrad;
+
+impl<B: Backend> ModuleMapper<B> for RequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.set_require_grad(true)
     }
 }

@@ -53,7 +53,7 @@ impl<B: Backend> HeldOut<B> {
         })
     }
 
-    /// Mean total, flow, caption and visual loss over the batches (unweighted components,
+    /// Mean total, flow, caption, visual and text loss over the batches (unweighted components,
     /// as in `metrics.jsonl`), named `{prefix}total`, `{prefix}flow`, ...
     ///
     /// Runs the plain forward; on an autodiff backend the graph it records is dropped
@@ -63,7 +63,7 @@ impl<B: Backend> HeldOut<B> {
         trainee: &UnoTrainee<B>,
         prefix: &str,
     ) -> Result<Vec<(String, f64)>, BagelError> {
-        let mut sums = [0.0f64; 4];
+        let mut sums = [0.0f64; 5];
         for (k, batch) in self.batches.iter().enumerate() {
             let out = trainee.model.uno_forward(
                 UnoBatch {
@@ -82,13 +82,13 @@ impl<B: Backend> HeldOut<B> {
             let loss = out.loss;
             for (sum, term) in
                 sums.iter_mut()
-                    .zip([loss.total, loss.flow, loss.caption, loss.visual])
+                    .zip([loss.total, loss.flow, loss.caption, loss.visual, loss.text])
             {
                 *sum += term.into_scalar().elem::<f64>();
             }
         }
         let n = self.batches.len().max(1) as f64;
-        Ok(["total", "flow", "caption", "visual"]
+        Ok(["total", "flow", "caption", "visual", "text"]
             .iter()
             .zip(sums)
             .map(|(name, sum)| (format!("{prefix}{name}"), sum / n))

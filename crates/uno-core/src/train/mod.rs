@@ -29,10 +29,10 @@ pub use eval::HeldOut;
 pub use folder::check_not_foreign;
 pub use record::{RUN_CONFIG_FILE, RUN_INPUTS_FILE, RunInputs, config_changes, save_record};
 pub use run::{
-    HELD_OUT_SEED, ModelSource, RunReport, RunSpec, TOKENIZER_FILE, TrainData, devices, run,
-    run_parallel,
+    HELD_OUT_SEED, ModelSource, RunReport, RunSpec, ShapesBenchData, TOKENIZER_FILE, TrainData,
+    devices, run, run_parallel,
 };
-pub use run_config::{DataSettings, LossWeights, ModelSettings, RunConfig};
+pub use run_config::{DataSettings, LossWeights, ModelSettings, RunConfig, Trainable};
 pub use trainee::UnoTrainee;
 
 /// The paper's Table 7 loss ablations.

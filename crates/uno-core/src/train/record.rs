@@ -45,7 +45,7 @@ const FREE_KEYS: [&str; 7] = [
 pub struct RunInputs {
     /// `tiny`, or the BAGEL folder trained.
     pub model: String,
-    /// `synthetic`, or the training manifest.
+    /// `synthetic`, the ShapesBench data and its settings, or the training manifest.
     pub data: String,
     /// The manifest's tokenizer.
     pub tokenizer: Option<PathBuf>,
@@ -68,6 +68,22 @@ impl RunInputs {
             TrainData::Synthetic => Self {
                 model,
                 data: "synthetic".into(),
+                tokenizer: None,
+                eval: None,
+                backend: None,
+            },
+            TrainData::ShapesBench(bench) => Self {
+                model,
+                data: format!(
+                    "shapes_bench seed {} understanding {} caption {}",
+                    bench.bench_seed,
+                    bench.understanding_fraction,
+                    if bench.caption_is_prompt {
+                        "prompt"
+                    } else {
+                        "recaption"
+                    }
+                ),
                 tokenizer: None,
                 eval: None,
                 backend: None,

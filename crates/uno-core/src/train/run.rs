@@ -36,6 +36,7 @@ use super::record::{RunInputs, config_changes, save_record};
 use super::{HeldOut, PackedBatches, RunConfig, RunError, UnoTrainee};
 use crate::bagel::{Bagel, BagelConfig, save_codec};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys};
+use crate::data::shapes::{ShapesBench, ShapesBenchConfig};
 use crate::data::{
     Dataset, ImageTransforms, ManifestDataset, SyntheticConfig, SyntheticScenes, TextTokenizer,
 };
@@ -64,11 +65,16 @@ pub enum ModelSource {
 }
 
 /// What a run trains on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TrainData {
     /// The embedded synthetic shapes set, drawn at `data.vae_image.max` pixels and put
     /// through the run's transforms; evaluation on scenes of another seed, never trained on.
     Synthetic,
+    /// ShapesBench's training distribution (`docs/shapesbench.md`), drawn like
+    /// [`Self::Synthetic`] and with its length, in the bench's vocabulary
+    /// (`SyntheticScenes::bench_vocabulary`); evaluation on the bench's held-out prompts,
+    /// laid out from another seed.
+    ShapesBench(ShapesBenchData),
     /// A JSONL manifest of real images ([`ManifestDataset`]) with its tokenizer.
     Manifest {
         /// The training manifest.
@@ -78,6 +84,21 @@ pub enum TrainData {
         /// A held-out manifest for the evaluation hook (none: no evaluation).
         eval: Option<PathBuf>,
     },
+}
+
+/// The ShapesBench data of a run ([`TrainData::ShapesBench`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShapesBenchData {
+    /// The benchmark's seed (`ShapesBenchConfig::seed`): which colour-shape pairs are held
+    /// out, and the training examples.
+    pub bench_seed: u64,
+    /// Fraction of the training items that are understanding samples (the scene's
+    /// ViT-side image, its re-caption as the answer; `loss.text` trains on them), decided
+    /// per item from the bench seed. Stage 1 pretraining mixes them in; stage 2 uses 0.
+    pub understanding_fraction: f64,
+    /// The UNO caption target is the prompt's own tokens instead of the re-caption (the
+    /// paper's Table 7 ablation without semantic augmentation).
+    pub caption_is_prompt: bool,
 }
 
 /// One run: its configuration, model, data and whether to continue its checkpoints.
@@ -261,24 +282,22 @@ fn prepare<B: AutodiffBackend>(
     // reproducible (the trainer seeds its own host RNG for data, noise and dropout).
     B::seed(device, config.trainer.seed);
     let supervision = (config.loss.caption > 0.0, config.loss.visual > 0.0);
-    let side = config.data.vae_image.max;
     let transforms = ImageTransforms {
         vae: config.data.vae_image,
         vit: config.data.vit_image,
     };
     let tokenizer = match &data {
-        TrainData::Synthetic => None,
+        TrainData::Synthetic | TrainData::ShapesBench(_) => None,
         TrainData::Manifest { tokenizer, .. } => {
             Some((TextTokenizer::from_file(tokenizer)?, tokenizer.clone()))
         }
     };
-    let synthetic = SyntheticScenes::new(SyntheticConfig {
-        image_size: side,
-        seed: config.trainer.seed,
-        ..SyntheticConfig::default()
-    })?
-    .with_supervision(supervision.0, supervision.1)
-    .with_transforms(transforms);
+    // The embedded data and its held-out scenes, which never meet in training: the same
+    // generator under another seed, or the bench's evaluation prompts.
+    let (synthetic, unseen) = synthetic_sets(&data, &config)?;
+    let synthetic = synthetic
+        .with_supervision(supervision.0, supervision.1)
+        .with_transforms(transforms);
     let text = tokenizer.as_ref().map_or(synthetic.tokenizer(), |(t, _)| t);
 
     let (mut model_config, model, codec) = match &model {
@@ -329,14 +348,9 @@ fn prepare<B: AutodiffBackend>(
             Prepared::Manifest(train, eval)
         }
         _ => {
-            // Scenes the run never trains on: the same generator under another seed.
-            let unseen = SyntheticScenes::new(SyntheticConfig {
-                image_size: side,
-                seed: config.trainer.seed ^ HELD_OUT_SEED,
-                ..SyntheticConfig::default()
-            })?
-            .with_supervision(supervision.0, supervision.1)
-            .with_transforms(transforms);
+            let unseen = unseen
+                .with_supervision(supervision.0, supervision.1)
+                .with_transforms(transforms);
             let eval = held_out(unseen, &config, &packing, device)?;
             Prepared::Synthetic(batches(synthetic, &config, &packing, device, shard), eval)
         }
@@ -368,6 +382,7 @@ fn prepare<B: AutodiffBackend>(
     let trainee = UnoTrainee::new(model, objective)
         .with_codec(codec)
         .with_latent_cache(config.data.latent_cache_mib.saturating_mul(1 << 20))
+        .with_trainable(config.model.trainable)
         .with_precision(config.model.precision);
     let trainer = if resume {
         Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?
@@ -409,6 +424,58 @@ fn prepare<B: AutodiffBackend>(
         lock,
         out,
         rejected_checkpoints,
+    })
+}
+
+/// The embedded training set of `data` (any non-manifest data; the synthetic scenes
+/// otherwise, unused) and its held-out set, drawn at `data.vae_image.max` pixels.
+fn synthetic_sets(
+    data: &TrainData,
+    config: &RunConfig,
+) -> Result<(SyntheticScenes, SyntheticScenes), RunError> {
+    let grid = SyntheticConfig {
+        image_size: config.data.vae_image.max,
+        seed: config.trainer.seed,
+        ..SyntheticConfig::default()
+    };
+    let held_out_seed = config.trainer.seed ^ HELD_OUT_SEED;
+    Ok(match data {
+        TrainData::ShapesBench(bench) => {
+            let make = || {
+                ShapesBench::new(ShapesBenchConfig {
+                    seed: bench.bench_seed,
+                })
+            };
+            let fraction = bench.understanding_fraction;
+            if !(0.0..=1.0).contains(&fraction) {
+                return Err(RunError::InvalidConfig {
+                    key: "ShapesBenchData.understanding_fraction",
+                    value: fraction.to_string(),
+                    reason: "must be in [0, 1]",
+                });
+            }
+            let finish = |set: SyntheticScenes| -> Result<SyntheticScenes, RunError> {
+                Ok(set
+                    .with_understanding(fraction)?
+                    .with_prompt_captions(bench.caption_is_prompt))
+            };
+            (
+                finish(SyntheticScenes::shapes_bench(make(), grid.len, grid.image_size)?)?,
+                finish(SyntheticScenes::shapes_bench_held_out(
+                    make(),
+                    held_out_seed,
+                    grid.len,
+                    grid.image_size,
+                )?)?,
+            )
+        }
+        _ => (
+            SyntheticScenes::new(grid.clone())?,
+            SyntheticScenes::new(SyntheticConfig {
+                seed: held_out_seed,
+                ..grid
+            })?,
+        ),
     })
 }
 

@@ -21,6 +21,10 @@ use crate::trainer::{TrainConfig, TrainError, apply_overrides};
 /// few minutes on a 2-core CPU (`configs/tiny.toml` in this crate).
 const TINY: &str = include_str!("../../configs/tiny.toml");
 
+/// The embedded ShapesBench stage 1: the tiny model pretrained from scratch, every weight
+/// trained on the understanding CE and flow matching (`configs/shapes_pretrain.toml`).
+const SHAPES_PRETRAIN: &str = include_str!("../../configs/shapes_pretrain.toml");
+
 /// Everything a UNO run needs (paper appendix A, Table 11), as one TOML file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunConfig {
@@ -37,7 +41,8 @@ pub struct RunConfig {
     pub data: DataSettings,
 }
 
-/// Weights of the auxiliary losses: `L = L_fm + caption * L_cap + visual * L_vis`.
+/// Weights of the auxiliary losses: `L = L_fm + caption * L_cap + visual * L_vis + text *
+/// L_text`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossWeights {
@@ -45,6 +50,25 @@ pub struct LossWeights {
     pub caption: f64,
     /// Visual (metaquery) loss weight (paper: 0.2).
     pub visual: f64,
+    /// Understanding-answer cross entropy weight (BAGEL's `ce_loss` on understanding
+    /// samples; default 0: UNO post-training has none). Pretraining from scratch
+    /// (ShapesBench's stage 1) sets it to teach the understanding expert to caption.
+    pub text: f64,
+}
+
+/// Which weights a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trainable {
+    /// UNO post-training ([`crate::bagel::Bagel::freeze_for_uno`]): the generation expert,
+    /// the generation embeddings and the metaqueries; the understanding side is frozen but
+    /// gradients flow through it.
+    #[default]
+    Generation,
+    /// Pretraining from scratch ([`crate::bagel::Bagel::train_all`]): both experts, the
+    /// embeddings, `lm_head`, the ViT, the connector and the metaqueries. The codec and
+    /// the fixed sin-cos position tables stay frozen.
+    All,
 }
 
 /// Model-side settings of a run.
@@ -67,6 +91,9 @@ pub struct ModelSettings {
     /// stored in bf16 and f32 master weights for the trained one ([`Precision`]; flex and
     /// cuda only).
     pub precision: Precision,
+    /// Which weights train: `"generation"` (UNO post-training, default) or `"all"`
+    /// (pretraining from scratch; f32 only) ([`Trainable`]).
+    pub trainable: Trainable,
 }
 
 /// How micro-batches are made.
@@ -99,6 +126,7 @@ impl Default for LossWeights {
         Self {
             caption: 0.1,
             visual: 0.2,
+            text: 0.0,
         }
     }
 }
@@ -111,6 +139,7 @@ impl Default for ModelSettings {
             metaquery_attention: MetaqueryAttention::Causal,
             supervision_visibility: SupervisionVisibility::NoisedTargetOnly,
             precision: Precision::F32,
+            trainable: Trainable::Generation,
         }
     }
 }
@@ -170,6 +199,15 @@ impl RunConfig {
             .expect("the embedded tiny config parses")
     }
 
+    /// The embedded ShapesBench stage 1 (`configs/shapes_pretrain.toml`): the tiny model
+    /// pretrained from scratch with `trainable = "all"`, the understanding CE
+    /// (`loss.text = 1`) and flow matching, no UNO terms. Pair it with
+    /// [`super::TrainData::ShapesBench`] and a non-zero understanding fraction.
+    pub fn shapes_pretrain() -> Self {
+        Self::from_toml_str(SHAPES_PRETRAIN, "configs/shapes_pretrain.toml (embedded)")
+            .expect("the embedded shapes_pretrain config parses")
+    }
+
     /// Parse TOML text (missing keys take their defaults, unknown keys are errors), without
     /// validating. `source_name` is used in error messages.
     pub fn from_toml_str(text: &str, source_name: &str) -> Result<Self, RunError> {
@@ -224,6 +262,7 @@ impl RunConfig {
         for (key, w) in [
             ("loss.caption", self.loss.caption),
             ("loss.visual", self.loss.visual),
+            ("loss.text", self.loss.text),
         ] {
             if !(w.is_finite() && w >= 0.0) {
                 return bad(key, &w, "must be finite and >= 0");
@@ -238,6 +277,14 @@ impl RunConfig {
                 "model.timestep_shift",
                 &m.timestep_shift,
                 "must be finite and > 0",
+            );
+        }
+        if m.trainable == Trainable::All && m.precision != Precision::F32 {
+            return bad(
+                "model.trainable",
+                &"all with precision = \"bf16_mixed\"",
+                "bf16_mixed stores the understanding expert in bf16 without f32 master \
+                 weights, so it cannot train: use precision = \"f32\" to train every weight",
             );
         }
         let d = &self.data;
@@ -274,6 +321,7 @@ impl RunConfig {
         }
         model.loss.caption = self.loss.caption;
         model.loss.visual = self.loss.visual;
+        model.loss.text = self.loss.text;
         model.timestep_shift = self.model.timestep_shift;
         Ok(())
     }
@@ -383,6 +431,8 @@ mod tests {
         for (raw, key) in [
             ("loss.caption=-1", "loss.caption"),
             ("loss.visual=nan", "loss.visual"),
+            ("loss.text=-0.5", "loss.text"),
+            ("loss.text=inf", "loss.text"),
             ("model.metaqueries=0", "model.metaqueries"),
             ("model.timestep_shift=0", "model.timestep_shift"),
             ("data.vae_image.min=2048", "data.vae_image"),
@@ -399,6 +449,16 @@ mod tests {
             assert!(err.to_string().contains(key), "{raw}: {err}");
         }
         let err = RunConfig::default()
+            .with_overrides(&["model.trainable=\"all\"", "model.precision=\"bf16_mixed\""])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("model.trainable"), "{err}");
+        let err = RunConfig::default()
+            .with_overrides(&["model.trainable=\"everything\""])
+            .unwrap_err();
+        assert!(err.to_string().contains("everything"), "{err}");
+        let err = RunConfig::default()
             .with_overrides(&["loss.captoin=1"])
             .unwrap_err();
         assert!(err.to_string().contains("loss.captoin"), "{err}");
@@ -408,10 +468,17 @@ mod tests {
     fn apply_to_sets_weights_and_refuses_other_metaquery_counts() {
         let mut model = BagelConfig::tiny(64, Default::default());
         let run = RunConfig::tiny()
-            .with_overrides(&["loss.caption=0.3", "model.timestep_shift=2.5"])
+            .with_overrides(&[
+                "loss.caption=0.3",
+                "loss.text=0.7",
+                "model.timestep_shift=2.5",
+            ])
             .unwrap();
         run.apply_to(&mut model).unwrap();
-        assert_eq!((model.loss.caption, model.loss.visual), (0.3, 0.2));
+        assert_eq!(
+            (model.loss.caption, model.loss.visual, model.loss.text),
+            (0.3, 0.2, 0.7)
+        );
         assert_eq!(model.timestep_shift, 2.5);
         let err = RunConfig::default().apply_to(&mut model).unwrap_err();
         assert!(
@@ -424,6 +491,21 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn shapes_pretrain_trains_everything_on_the_text_and_flow_losses() {
+        let c = RunConfig::shapes_pretrain();
+        c.validate().unwrap();
+        assert_eq!(c.model.trainable, Trainable::All);
+        assert_eq!((c.loss.text, c.loss.caption, c.loss.visual), (1.0, 0.0, 0.0));
+        assert!(c.data.shuffle);
+        // The defaults leave post-training as it was.
+        let tiny = RunConfig::tiny();
+        assert_eq!((tiny.model.trainable, tiny.loss.text), (Trainable::Generation, 0.0));
+        let text = c.to_toml();
+        assert!(text.contains("trainable = \"all\""), "{text}");
+        assert_eq!(RunConfig::from_toml_str(&text, "round trip").unwrap(), c);
     }
 
     #[test]

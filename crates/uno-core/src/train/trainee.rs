@@ -6,7 +6,7 @@ use std::sync::Arc;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use super::TrainBatch;
+use super::{TrainBatch, Trainable};
 use crate::bagel::{Bagel, LossNormalization, Precision, UnoBatch, UnoObjective};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
 use crate::objectives::{LossCounts, UnoLossConfig};
@@ -16,7 +16,8 @@ use crate::vae::{CachedCodec, Codec, FrozenCodec, LatentCache};
 /// The model being post-trained, its (frozen) codec and its objective.
 #[derive(Module, Debug)]
 pub struct UnoTrainee<B: Backend> {
-    /// The model; UNO's frozen set is frozen ([`Bagel::freeze_for_uno`]).
+    /// The model; UNO's frozen set is frozen ([`Bagel::freeze_for_uno`]) unless
+    /// [`Self::with_trainable`] trains every weight.
     pub model: Bagel<B>,
     /// Encodes the batch's images into the latents the flow loss noises. Frozen, and not
     /// part of the weight files ([`TrainStep::save_weights`] writes the model only).
@@ -31,6 +32,9 @@ pub struct UnoTrainee<B: Backend> {
     /// The float types the model trains in ([`Self::with_precision`]).
     #[module(skip)]
     pub precision: Precision,
+    /// Which weights train ([`Self::with_trainable`]).
+    #[module(skip)]
+    pub trainable: Trainable,
 }
 
 impl<B: Backend> UnoTrainee<B> {
@@ -57,6 +61,22 @@ impl<B: Backend> UnoTrainee<B> {
             objective,
             latent_cache: Arc::new(LatentCache::new(0)),
             precision: Precision::F32,
+            trainable: Trainable::Generation,
+        }
+    }
+
+    /// Train the weights `trainable` names: UNO's set (what [`Self::new`] leaves) or every
+    /// weight ([`Bagel::train_all`], pretraining). Weights loaded on resume keep these
+    /// flags ([`TrainStep::load_weights`] loads values only).
+    pub fn with_trainable(self, trainable: Trainable) -> Self {
+        let model = match trainable {
+            Trainable::Generation => self.model.freeze_for_uno(),
+            Trainable::All => self.model.train_all(),
+        };
+        Self {
+            model,
+            trainable,
+            ..self
         }
     }
 
@@ -92,14 +112,15 @@ impl<B: Backend> UnoTrainee<B> {
 impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
     type Batch = TrainBatch<B>;
 
-    /// `[noised tokens, caption targets, metaqueries]` of the batch: UNO's losses are
-    /// token-weighted over the whole step (BAGEL's normalisation).
+    /// `[noised tokens, caption targets, metaqueries, answer targets]` of the batch: the
+    /// losses are token-weighted over the whole step (BAGEL's normalisation).
     fn loss_counts(&self, batch: &TrainBatch<B>) -> Vec<u64> {
         let pack = &batch.pack;
         [
             pack.noised_indexes.len(),
             pack.caption_ce.len(),
             pack.metaquery_indexes.len(),
+            pack.text_ce.len(),
         ]
         .map(|n| n as u64)
         .to_vec()
@@ -111,11 +132,12 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
         ctx: &StepContext,
     ) -> Result<StepOutput<B>, BoxError> {
         let normalization = match ctx.step_counts[..] {
-            [noised_tokens, caption_tokens, metaqueries] => {
+            [noised_tokens, caption_tokens, metaqueries, text_tokens] => {
                 LossNormalization::StepTotals(LossCounts {
                     noised_tokens: noised_tokens as usize,
                     caption_tokens: caption_tokens as usize,
                     metaqueries: metaqueries as usize,
+                    text_tokens: text_tokens as usize,
                 })
             }
             _ => LossNormalization::PerPack,
@@ -144,6 +166,7 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
                 ("flow", loss.flow),
                 ("caption", loss.caption),
                 ("visual", loss.visual),
+                ("text", loss.text),
             ],
             tokens: batch.pack.len as u64,
             samples: batch.pack.num_samples() as u64,
@@ -152,6 +175,7 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
                 ("image_tokens", tokens.image as u64),
                 ("caption_tokens", tokens.caption as u64),
                 ("metaquery_tokens", tokens.metaqueries as u64),
+                ("answer_tokens", batch.pack.text_ce.len() as u64),
                 ("samples", batch.pack.num_samples() as u64),
                 ("skipped_samples", batch.skipped),
             ],

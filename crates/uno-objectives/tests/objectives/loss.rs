@@ -43,7 +43,8 @@ fn combined_hand_values<B: Backend>() {
         LossCounts {
             noised_tokens: 2,
             caption_tokens: 2,
-            metaqueries: 3
+            metaqueries: 3,
+            text_tokens: 0
         }
     );
     assert_close(&[scalar(out.flow) as f32], &[4.5], 1e-6, 1e-6);
@@ -97,7 +98,8 @@ fn disabled_terms_are_not_computed<B: Backend>() {
         LossCounts {
             noised_tokens: 2,
             caption_tokens: 0,
-            metaqueries: 0
+            metaqueries: 0,
+            text_tokens: 0
         }
     );
     assert_close(&[scalar(out.total) as f32], &[4.5], 1e-6, 1e-6);
@@ -140,6 +142,7 @@ fn global_normalisation<B: Backend>() {
         noised_tokens: 4,
         caption_tokens: 4,
         metaqueries: 6,
+        text_tokens: 0,
     };
     let out = loss.forward_global(inputs::<B>(&MQ), global, 1.0).unwrap();
     // Sums 9, 1.56861592, 2.29289322 over 4, 4, 6 (tools/objectives_reference.py).
@@ -152,7 +155,8 @@ fn global_normalisation<B: Backend>() {
         LossCounts {
             noised_tokens: 2,
             caption_tokens: 2,
-            metaqueries: 3
+            metaqueries: 3,
+            text_tokens: 0
         }
     );
     // Counts of two ranks add up element-wise.
@@ -161,7 +165,8 @@ fn global_normalisation<B: Backend>() {
         LossCounts {
             noised_tokens: 4,
             caption_tokens: 4,
-            metaqueries: 6
+            metaqueries: 6,
+            text_tokens: 0
         }
     );
     // Averaged gradients over 2 ranks: scale 2 doubles every term.
@@ -234,6 +239,73 @@ fn combined_errors<B: Backend>() {
     assert!(scalar(out.total).is_nan());
 }
 
+/// The understanding CE is the caption's CE as its own term: its own weight, count and
+/// global normalisation; the same logits and labels give the caption's hand value
+/// (0.78430796 over 2 targets, sum 1.56861592).
+fn text_term_is_weighted_and_counted<B: Backend>() {
+    let logits = || t2(&[0.0, 0.0, 0.0, 0.0, LN2, LN5, 100.0, -100.0, 3.0], 3, 3);
+    // Off by default: inputs given, nothing computed.
+    let out = UnoLossConfig::new()
+        .init()
+        .unwrap()
+        .forward(inputs::<B>(&MQ).text(logits(), &LABELS))
+        .unwrap();
+    assert_eq!((out.counts.text_tokens, scalar(out.text)), (0, 0.0));
+    let loss = UnoLossConfig::new().with_text(0.5).init().unwrap();
+    let out = loss
+        .forward(inputs::<B>(&MQ).text(logits(), &LABELS))
+        .unwrap();
+    assert_eq!(out.counts.text_tokens, 2);
+    assert_close(&[scalar(out.text) as f32], &[0.784_307_96], 1e-6, 1e-6);
+    // 4.73129034 + 0.5 * 0.78430796 = 5.12344432.
+    assert_close(&[scalar(out.total) as f32], &[5.123_444_3], 1e-5, 1e-6);
+    // Step totals: the sum over 8 targets of the step (1.56861592 / 8), the other terms
+    // as in `global_normalisation`.
+    let global = LossCounts {
+        noised_tokens: 4,
+        caption_tokens: 4,
+        metaqueries: 6,
+        text_tokens: 8,
+    };
+    let out = loss
+        .forward_global(inputs::<B>(&MQ).text(logits(), &LABELS), global, 1.0)
+        .unwrap();
+    assert_close(&[scalar(out.text) as f32], &[0.196_076_99], 1e-6, 1e-6);
+    assert_close(
+        &[scalar(out.total) as f32],
+        &[2.365_645_2 + 0.5 * 0.196_076_99],
+        1e-5,
+        1e-6,
+    );
+    let err = loss
+        .forward_global(
+            inputs::<B>(&MQ).text(logits(), &LABELS),
+            LossCounts {
+                text_tokens: 0,
+                ..global
+            },
+            1.0,
+        )
+        .unwrap_err();
+    assert_eq!(err, ObjectiveError::GlobalCount { term: "text", local: 2 });
+    // Errors name the text term, not the caption.
+    let err = loss
+        .forward(inputs::<B>(&MQ).text(t2(&[f32::NAN, 0.0], 1, 2), &[0]))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ObjectiveError::NonFinite {
+            tensor: "text.logits",
+            loss: "text"
+        }
+    );
+    let err = UnoLossConfig::new().with_text(-1.0).init().unwrap_err();
+    assert!(
+        matches!(err, ObjectiveError::InvalidValue { name: "UnoLossConfig.text", .. }),
+        "{err}"
+    );
+}
+
 fn combined_grad<B: AutodiffBackend>() {
     // d total / d flow_pred = 2 (pred - target) / (N C); d total / d logits = 0.1 * CE grad.
     let device = Default::default();
@@ -277,5 +349,6 @@ uno_testing::backend_tests!(
     missing_inputs_and_empty_pack,
     global_normalisation,
     combined_errors,
+    text_term_is_weighted_and_counted,
     combined_gradient_is_weighted_sum,
 );
