@@ -22,7 +22,9 @@ mod arm;
 mod caption;
 mod error;
 mod generation;
+mod pipeline;
 mod plots;
+mod preset;
 mod report;
 
 pub use alignment::{
@@ -36,5 +38,7 @@ pub use generation::{
     EvalSettings, GroundTruth, Judged, ModelImages, PromptImages, judge_prompts, to_rgb_image,
     to_tensor,
 };
+pub use pipeline::{BenchProgress, run_benchmark};
 pub use plots::{Series, metric_series, plot_alignment, plot_loss_curves, plot_scores};
+pub use preset::{BenchPreset, ModelShape, StageSettings};
 pub use report::{ArmRow, ArmScores, BenchReport, Spread};
