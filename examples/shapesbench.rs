@@ -90,7 +90,8 @@ fn bench<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
         out.display()
     );
     let bar = ProgressBar::new(0);
-    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}] {msg}")
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}] {msg}")
     {
         bar.set_style(style);
     }

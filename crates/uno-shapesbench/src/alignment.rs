@@ -16,9 +16,7 @@ use uno_core::checkpoint::UnexpectedKeys;
 use uno_core::data::shapes::ShapesBench;
 use uno_core::data::{DataError, Dataset, SyntheticScenes, TrainItem};
 use uno_core::objectives::ConditionDropoutConfig;
-use uno_core::train::{
-    Ablation, BatchFill, LayerAlignment, PackedBatches, gradient_alignment,
-};
+use uno_core::train::{Ablation, BatchFill, LayerAlignment, PackedBatches, gradient_alignment};
 use uno_core::trainer::{DataSource, TrainRng};
 
 use crate::plots::Series;
@@ -89,7 +87,11 @@ pub fn held_out_alignment<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Vec<LayerAlignment>, BenchError> {
     if batch.samples == 0 {
-        return Err(BenchError::setting("alignment.samples", 0, "at least one sample"));
+        return Err(BenchError::setting(
+            "alignment.samples",
+            0,
+            "at least one sample",
+        ));
     }
     let (mut config, model, _) = Bagel::<B>::load_folder(model_dir, device, UnexpectedKeys::Warn)?;
     let codec = config.load_codec::<B>(model_dir, device)?;

@@ -92,7 +92,10 @@ pub fn caption_held_out<B: Backend, C: LatentCodec<B>>(
             })
         })
         .collect::<Result<Vec<_>, BenchError>>()?;
-    let accuracy =
-        CaptionAccuracy::of(samples.iter().map(|s| (s.caption.as_str(), s.reference.as_str())));
+    let accuracy = CaptionAccuracy::of(
+        samples
+            .iter()
+            .map(|s| (s.caption.as_str(), s.reference.as_str())),
+    );
     Ok((accuracy, samples))
 }

@@ -125,12 +125,9 @@ impl PromptImages for GroundTruth<'_> {
 /// A seed that differs between prompts (FNV-1a of the text, mixed with `seed`), so that
 /// one seed does not put every prompt's objects in the same cells.
 pub(crate) fn prompt_seed(spec: &PromptSpec, seed: u64) -> u64 {
-    let hash = spec
-        .text()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let hash = spec.text().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     hash ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 

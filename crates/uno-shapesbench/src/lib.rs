@@ -28,8 +28,7 @@ mod preset;
 mod report;
 
 pub use alignment::{
-    AlignmentBatch, AlignmentRecord, Phase, alignment_series, held_out_alignment,
-    write_alignment,
+    AlignmentBatch, AlignmentRecord, Phase, alignment_series, held_out_alignment, write_alignment,
 };
 pub use arm::Arm;
 pub use caption::{CaptionAccuracy, CaptionSample, caption_held_out};

@@ -17,7 +17,7 @@
 //! out/loss_curves.svg, scores.svg, alignment.svg, alignment.jsonl
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use uno_core::bagel::{Bagel, BagelConfig};
@@ -32,7 +32,9 @@ use uno_core::train::{
 };
 use uno_core::vae::Codec;
 
-use crate::alignment::{AlignmentRecord, Phase, alignment_series, held_out_alignment, write_alignment};
+use crate::alignment::{
+    AlignmentRecord, Phase, alignment_series, held_out_alignment, write_alignment,
+};
 use crate::plots::{Series, metric_series, plot_alignment, plot_loss_curves, plot_scores};
 use crate::{
     Arm, ArmScores, BenchError, BenchPreset, BenchReport, GroundTruth, ModelImages,
@@ -50,8 +52,8 @@ pub struct BenchProgress {
     pub stage: String,
 }
 
-/// Run `preset` into `out` (which must not exist or be empty) on `device`; stage 2 arms
-/// train on `B`, evaluation runs on its inner backend. Calls `progress` as each unit
+/// Run `preset` into `out` (which must not exist or be empty) on `device`: training on
+/// `B`, sampling and captioning on its inner backend (no autodiff graph). Calls `progress` as each unit
 /// starts.
 pub fn run_benchmark<B: AutodiffBackend>(
     preset: &BenchPreset,
@@ -78,14 +80,23 @@ pub fn run_benchmark<B: AutodiffBackend>(
     let prompts = eval_prompts(&bench, preset.prompts_per_category);
     let judge = PixelJudge::default();
 
-    step(format!("stage 1: {} steps", preset.stage1.iterations), &mut done);
+    step(
+        format!("stage 1: {} steps", preset.stage1.iterations),
+        &mut done,
+    );
     let init = out.join("init");
     save_initial_model::<B>(preset, &init, device)?;
     let stage1 = out.join("stage1");
     let config = stage_config(RunConfig::shapes_pretrain(), preset, &stage1, 0, true)?;
-    train::<B>(config, ModelSource::Folder(init), shapes_data(preset, false, true), device, "stage 1")?;
+    train::<B>(
+        config,
+        ModelSource::Folder(init),
+        shapes_data(preset, false, true),
+        device,
+        "stage 1",
+    )?;
     let caption = {
-        let loaded = Loaded::<B::InnerBackend>::open(&stage1, &Default::default())?;
+        let loaded = Loaded::<B::InnerBackend>::open(&stage1, device)?;
         let (accuracy, samples) = caption_held_out(
             &loaded.generator(),
             &loaded.tokenizer,
@@ -97,8 +108,18 @@ pub fn run_benchmark<B: AutodiffBackend>(
         write_json(&stage1.join("captions.json"), &samples, "the captions")?;
         accuracy
     };
-    let ground_truth = judge_prompts(&mut GroundTruth { bench: &bench }, &prompts, &judge, &preset.eval)?;
-    save_grid::<B::InnerBackend>(&ground_truth.images, preset.eval.images_per_prompt, &out.join("ground_truth.png"))?;
+    let ground_truth = judge_prompts(
+        &mut GroundTruth { bench: &bench },
+        &prompts,
+        &judge,
+        &preset.eval,
+    )?;
+    save_grid::<B::InnerBackend>(
+        &ground_truth.images,
+        preset.eval.images_per_prompt,
+        &out.join("ground_truth.png"),
+        device,
+    )?;
 
     let mut alignment = Vec::new();
     if let Some(batch) = &preset.alignment {
@@ -117,20 +138,29 @@ pub fn run_benchmark<B: AutodiffBackend>(
     for &seed in &preset.seeds {
         for &arm in &preset.arms {
             step(format!("{} (seed {seed})", arm.label()), &mut done);
-            let dir = out.join("arms").join(arm.name()).join(format!("seed-{seed}"));
+            let dir = out
+                .join("arms")
+                .join(arm.name())
+                .join(format!("seed-{seed}"));
             let mut config = stage_config(RunConfig::shapes_pretrain(), preset, &dir, seed, false)?;
             arm.ablation().apply(&mut config.loss);
             if arm == Arm::MaskOff {
                 config.model.supervision_visibility = SupervisionVisibility::Everything;
             }
             let data = shapes_data(preset, arm == Arm::CaptionIsPrompt, false);
-            train::<B>(config, ModelSource::Folder(stage1.clone()), data, device, &format!("{} seed {seed}", arm.name()))?;
+            train::<B>(
+                config,
+                ModelSource::Folder(stage1.clone()),
+                data,
+                device,
+                &format!("{} seed {seed}", arm.name()),
+            )?;
             curves.push(Series {
                 label: format!("{} (seed {seed})", arm.label()),
                 points: metric_series(&dir.join("metrics.jsonl"), "flow")?,
             });
 
-            let loaded = Loaded::<B::InnerBackend>::open(&dir, &Default::default())?;
+            let loaded = Loaded::<B::InnerBackend>::open(&dir, device)?;
             let judged = judge_prompts(
                 &mut ModelImages {
                     generator: loaded.generator(),
@@ -141,7 +171,12 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 &judge,
                 &preset.eval,
             )?;
-            save_grid::<B::InnerBackend>(&judged.images, preset.eval.images_per_prompt, &dir.join("samples.png"))?;
+            save_grid::<B::InnerBackend>(
+                &judged.images,
+                preset.eval.images_per_prompt,
+                &dir.join("samples.png"),
+                device,
+            )?;
             runs.push(ArmScores {
                 arm,
                 seed,
@@ -150,15 +185,16 @@ pub fn run_benchmark<B: AutodiffBackend>(
             });
 
             if let Some(batch) = &preset.alignment {
-                let end: Vec<AlignmentRecord> = held_out_alignment::<B>(&dir, &bench, batch, device)?
-                    .into_iter()
-                    .map(|layer| AlignmentRecord {
-                        arm: Some(arm),
-                        seed: Some(seed),
-                        phase: Phase::End,
-                        layer,
-                    })
-                    .collect();
+                let end: Vec<AlignmentRecord> =
+                    held_out_alignment::<B>(&dir, &bench, batch, device)?
+                        .into_iter()
+                        .map(|layer| AlignmentRecord {
+                            arm: Some(arm),
+                            seed: Some(seed),
+                            phase: Phase::End,
+                            layer,
+                        })
+                        .collect();
                 let mut of_arm = start_records.clone();
                 of_arm.extend(end.iter().cloned());
                 write_alignment(&dir.join("alignment.jsonl"), &of_arm)?;
@@ -169,11 +205,18 @@ pub fn run_benchmark<B: AutodiffBackend>(
 
     step("report and plots".into(), &mut done);
     let mut report = BenchReport::new(&preset.name, ground_truth.scores, Some(caption), runs);
-    curves.insert(0, Series {
-        label: "stage 1 (total)".into(),
-        points: metric_series(&stage1.join("metrics.jsonl"), "loss")?,
-    });
-    plot_loss_curves(&curves, "flow-matching loss per arm (stage 1: its total loss)", &out.join("loss_curves.svg"))?;
+    curves.insert(
+        0,
+        Series {
+            label: "stage 1 (total)".into(),
+            points: metric_series(&stage1.join("metrics.jsonl"), "loss")?,
+        },
+    );
+    plot_loss_curves(
+        &curves,
+        "flow-matching loss per arm (stage 1: its total loss)",
+        &out.join("loss_curves.svg"),
+    )?;
     plot_scores(&report, &out.join("scores.svg"))?;
     if !alignment.is_empty() {
         write_alignment(&out.join("alignment.jsonl"), &alignment)?;
@@ -238,7 +281,9 @@ fn save_initial_model<B: Backend>(
     device: &B::Device,
 ) -> Result<(), BenchError> {
     let data = SyntheticScenes::shapes_bench(
-        ShapesBench::new(ShapesBenchConfig { seed: preset.bench_seed }),
+        ShapesBench::new(ShapesBenchConfig {
+            seed: preset.bench_seed,
+        }),
         1,
         preset.image_size,
     )?;
@@ -263,7 +308,11 @@ fn stage_config(
     seed: u64,
     stage1: bool,
 ) -> Result<RunConfig, BenchError> {
-    let stage = if stage1 { &preset.stage1 } else { &preset.stage2 };
+    let stage = if stage1 {
+        &preset.stage1
+    } else {
+        &preset.stage2
+    };
     let mut overrides = vec![
         format!("iterations={}", stage.iterations),
         format!("seed={seed}"),
@@ -277,9 +326,14 @@ fn stage_config(
         format!("metrics.summary_window={}", (stage.iterations / 5).max(1)),
     ];
     if !stage1 {
-        overrides.extend(["loss.text=0".into(), "model.trainable=\"generation\"".into()]);
+        overrides.extend([
+            "loss.text=0".into(),
+            "model.trainable=\"generation\"".into(),
+        ]);
     }
-    let config = base.with_overrides(&overrides).map_err(|e| run_error("settings", e))?;
+    let config = base
+        .with_overrides(&overrides)
+        .map_err(|e| run_error("settings", e))?;
     config.validate().map_err(|e| run_error("settings", e))?;
     Ok(config)
 }
@@ -289,7 +343,11 @@ fn stage_config(
 fn shapes_data(preset: &BenchPreset, caption_is_prompt: bool, stage1: bool) -> TrainData {
     TrainData::ShapesBench(ShapesBenchData {
         bench_seed: preset.bench_seed,
-        understanding_fraction: if stage1 { preset.understanding_fraction } else { 0.0 },
+        understanding_fraction: if stage1 {
+            preset.understanding_fraction
+        } else {
+            0.0
+        },
         caption_is_prompt,
     })
 }
@@ -308,7 +366,7 @@ fn train<B: AutodiffBackend>(
     data: TrainData,
     device: &B::Device,
     stage: &str,
-) -> Result<PathBuf, BenchError> {
+) -> Result<(), BenchError> {
     let spec = RunSpec {
         config,
         model,
@@ -317,7 +375,8 @@ fn train<B: AutodiffBackend>(
         allow_config_change: false,
         stop: None,
     };
-    Ok(run::<B>(spec, device).map_err(|e| run_error(stage, e))?.output_dir)
+    run::<B>(spec, device).map_err(|e| run_error(stage, e))?;
+    Ok(())
 }
 
 /// A trained folder loaded for inference: model (EMA weights), codec and vocabulary.
@@ -355,14 +414,19 @@ fn save_grid<B: Backend>(
     images: &[uno_core::data::RgbImage],
     columns: usize,
     path: &Path,
+    device: &B::Device,
 ) -> Result<(), BenchError> {
-    let device = Default::default();
-    let tensors = images.iter().map(|i| to_tensor::<B>(i, &device)).collect();
+    let tensors = images.iter().map(|i| to_tensor::<B>(i, device)).collect();
     save_png(&grid(tensors, columns)?, path)?;
     Ok(())
 }
 
-fn write_json<T: serde::Serialize>(path: &Path, value: &T, name: &'static str) -> Result<(), BenchError> {
-    let text = serde_json::to_string_pretty(value).map_err(|source| BenchError::Serialize { name, source })?;
+fn write_json<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    name: &'static str,
+) -> Result<(), BenchError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|source| BenchError::Serialize { name, source })?;
     std::fs::write(path, text).map_err(|e| BenchError::io("write", path, e))
 }

@@ -23,7 +23,11 @@ pub struct Series {
 pub fn metric_series(path: &Path, key: &str) -> Result<Vec<(f64, f64)>, BenchError> {
     let text = std::fs::read_to_string(path).map_err(|e| BenchError::io("read", path, e))?;
     let mut points = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let value: serde_json::Value =
             serde_json::from_str(line).map_err(|e| BenchError::Metrics {
                 path: path.to_path_buf(),
@@ -40,7 +44,10 @@ pub fn metric_series(path: &Path, key: &str) -> Result<Vec<(f64, f64)>, BenchErr
                 .and_then(|c| c.get(key))
                 .or_else(|| value.get("eval").and_then(|e| e.get(key))),
         };
-        if let Some(y) = found.and_then(serde_json::Value::as_f64).filter(|y| y.is_finite()) {
+        if let Some(y) = found
+            .and_then(serde_json::Value::as_f64)
+            .filter(|y| y.is_finite())
+        {
             points.push((step, y));
         }
     }
@@ -190,7 +197,10 @@ pub fn plot_scores(report: &BenchReport, path: &Path) -> Result<(), BenchError> 
         .draw_series(report.rows.iter().enumerate().map(|(i, row)| {
             let (x, s) = (i as f64, row.overall);
             PathElement::new(
-                vec![(x, (s.mean - s.std).max(0.0)), (x, (s.mean + s.std).min(1.05))],
+                vec![
+                    (x, (s.mean - s.std).max(0.0)),
+                    (x, (s.mean + s.std).min(1.05)),
+                ],
                 BLACK.stroke_width(2),
             )
         }))

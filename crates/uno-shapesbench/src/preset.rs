@@ -178,7 +178,9 @@ impl BenchPreset {
             caption_scenes: 144,
             alignment: Some(AlignmentBatch {
                 samples: 16,
-                ..Self::smoke().alignment.expect("the smoke preset measures alignment")
+                ..Self::smoke()
+                    .alignment
+                    .expect("the smoke preset measures alignment")
             }),
             ..Self::smoke()
         }
@@ -217,7 +219,9 @@ impl BenchPreset {
             caption_scenes: 2,
             alignment: Some(AlignmentBatch {
                 samples: 2,
-                ..Self::smoke().alignment.expect("the smoke preset measures alignment")
+                ..Self::smoke()
+                    .alignment
+                    .expect("the smoke preset measures alignment")
             }),
             ..Self::smoke()
         }

@@ -98,8 +98,7 @@ impl BenchReport {
             .into_iter()
             .filter_map(|arm| {
                 let of_arm: Vec<&ArmScores> = runs.iter().filter(|r| r.arm == arm).collect();
-                let overall: Vec<f64> =
-                    of_arm.iter().filter_map(|r| r.scores.overall()).collect();
+                let overall: Vec<f64> = of_arm.iter().filter_map(|r| r.scores.overall()).collect();
                 let overall = Spread::of(&overall)?;
                 let per_category = Category::ALL
                     .into_iter()

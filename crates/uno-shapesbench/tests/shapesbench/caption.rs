@@ -16,5 +16,8 @@ fn exact_match_and_word_accuracy() {
     // (3 + 2 + 1) / (3 + 4 + 2)
     assert!((a.token_accuracy - 6.0 / 9.0).abs() < 1e-12, "{a:?}");
     let none = CaptionAccuracy::of(std::iter::empty::<(&str, &str)>());
-    assert_eq!((none.captions, none.exact_match, none.token_accuracy), (0, 0.0, 0.0));
+    assert_eq!(
+        (none.captions, none.exact_match, none.token_accuracy),
+        (0, 0.0, 0.0)
+    );
 }

@@ -65,8 +65,8 @@ fn micro_pipeline<B: Backend>() {
     assert!(lines.contains("\"phase\":\"start\"") && lines.contains("\"phase\":\"end\""));
 
     // A second run never mixes with the first.
-    let err = run_benchmark::<Autodiff<B>>(&preset, &out, &Default::default(), &mut |_| {})
-        .unwrap_err();
+    let err =
+        run_benchmark::<Autodiff<B>>(&preset, &out, &Default::default(), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
 }
 

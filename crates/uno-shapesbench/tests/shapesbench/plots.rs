@@ -3,8 +3,8 @@
 use uno_core::data::shapes::{BenchScores, Category};
 use uno_core::train::{LayerAlignment, TermAlignment};
 use uno_shapesbench::{
-    AlignmentRecord, Arm, ArmScores, BenchReport, Phase, Series, alignment_series,
-    metric_series, plot_alignment, plot_loss_curves, plot_scores,
+    AlignmentRecord, Arm, ArmScores, BenchReport, Phase, Series, alignment_series, metric_series,
+    plot_alignment, plot_loss_curves, plot_scores,
 };
 
 #[test]
@@ -24,7 +24,10 @@ fn metric_series_reads_loss_components_and_eval_lines() {
     )
     .unwrap();
     assert_eq!(metric_series(&path, "loss").unwrap(), [(1.0, 2.5)]);
-    assert_eq!(metric_series(&path, "flow").unwrap(), [(1.0, 2.0), (2.0, 1.5)]);
+    assert_eq!(
+        metric_series(&path, "flow").unwrap(),
+        [(1.0, 2.0), (2.0, 1.5)]
+    );
     assert_eq!(metric_series(&path, "eval_flow").unwrap(), [(2.0, 1.75)]);
     std::fs::write(&path, "{\"step\":1}\nnot json\n").unwrap();
     let err = metric_series(&path, "loss").unwrap_err();
@@ -68,7 +71,11 @@ fn plots_are_svg_with_their_series() {
     let bars = dir.path().join("scores.svg");
     plot_scores(&report, &bars).unwrap();
     let svg = std::fs::read_to_string(&bars).unwrap();
-    for label in ["+ visual", "ground truth (judge)", "overall (mean over seeds)"] {
+    for label in [
+        "+ visual",
+        "ground truth (judge)",
+        "overall (mean over seeds)",
+    ] {
         assert!(svg.contains(label), "{label} missing");
     }
 

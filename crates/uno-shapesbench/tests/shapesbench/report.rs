@@ -32,7 +32,10 @@ fn spread_is_mean_and_sample_std() {
             n: 3
         })
     );
-    assert_eq!(Spread::of(&[0.4]).map(|s| (s.mean, s.std)), Some((0.4, 0.0)));
+    assert_eq!(
+        Spread::of(&[0.4]).map(|s| (s.mean, s.std)),
+        Some((0.4, 0.0))
+    );
     assert_eq!(Spread::of(&[]), None);
 }
 
