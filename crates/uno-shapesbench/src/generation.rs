@@ -168,8 +168,8 @@ impl<B: Backend, C: LatentCodec<B>> PromptImages for ModelImages<'_, B, C> {
     }
 }
 
-/// A `[3, H, W]` tensor in `[0, 1]` as a host image (values clamped; NaN stays NaN, so
-/// that [`judge_prompts`] can count it).
+/// A `[3, H, W]` tensor in `[0, 1]` as a host image (values clamped; `clamp` keeps NaN,
+/// so that [`judge_prompts`] can count it).
 pub fn to_rgb_image<B: Backend>(image: Tensor<B, 3>) -> RgbImage {
     let [_, height, width] = image.dims();
     let data = image
@@ -178,7 +178,7 @@ pub fn to_rgb_image<B: Backend>(image: Tensor<B, 3>) -> RgbImage {
         .to_vec::<f32>()
         .expect("f32 pixels")
         .into_iter()
-        .map(|v| if v.is_nan() { v } else { v.clamp(0.0, 1.0) })
+        .map(|v| v.clamp(0.0, 1.0))
         .collect();
     RgbImage {
         height,

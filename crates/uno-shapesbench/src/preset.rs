@@ -113,20 +113,20 @@ impl BenchPreset {
             },
             image_size: 32,
             stage1: StageSettings {
-                iterations: 300,
+                iterations: 1500,
                 lr: 2e-3,
                 batch: 8,
             },
             understanding_fraction: 0.5,
             stage2: StageSettings {
-                iterations: 60,
+                iterations: 200,
                 lr: 5e-4,
                 batch: 8,
             },
             seeds: vec![0],
             arms: Arm::ALL.to_vec(),
             eval: EvalSettings {
-                images_per_prompt: 1,
+                images_per_prompt: 2,
                 image_size: 32,
                 seed: 1000,
             },
@@ -135,7 +135,7 @@ impl BenchPreset {
                 steps: 20,
                 ..bagel_sampler()
             },
-            caption_scenes: 36,
+            caption_scenes: 72,
             alignment: Some(AlignmentBatch {
                 samples: 8,
                 first_item: ALIGNMENT_FIRST_ITEM,
@@ -211,6 +211,11 @@ impl BenchPreset {
                 batch: 2,
             },
             arms: vec![Arm::Sft, Arm::Joint],
+            eval: EvalSettings {
+                images_per_prompt: 1,
+                image_size: 32,
+                seed: 1000,
+            },
             prompts_per_category: Some(1),
             sampler: SamplerConfig {
                 steps: 3,
