@@ -18,6 +18,8 @@ type B = Autodiff<Flex>;
 mod parallel;
 #[path = "train_bagel/precision.rs"]
 mod precision;
+#[path = "train_bagel/pretrain.rs"]
+mod pretrain;
 #[path = "train_bagel/run_safety.rs"]
 mod run_safety;
 

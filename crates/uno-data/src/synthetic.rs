@@ -193,7 +193,7 @@ enum Prompts {
 
 /// Mixed into the seed for the understanding draw, so it is independent of the scene draws
 /// that start from the same seed.
-const UNDERSTANDING_SALT: u64 = 0x0a5e_57a9_e1_u64;
+const UNDERSTANDING_SALT: u64 = 0x000a_5e57_a9e1;
 
 /// The synthetic data set, with its own word-level tokenizer: random scenes with prompts
 /// naming every shape's cell ([`Self::new`]), or the ShapesBench training distribution

@@ -216,7 +216,11 @@ impl UnoLoss {
     }
 
     /// `[flow, caption, visual, text]` already normalised, weighted into the total.
-    fn combine<B: Backend>(&self, [flow, caption, visual, text]: [Tensor<B, 1>; 4], counts: LossCounts) -> UnoLossOutput<B> {
+    fn combine<B: Backend>(
+        &self,
+        [flow, caption, visual, text]: [Tensor<B, 1>; 4],
+        counts: LossCounts,
+    ) -> UnoLossOutput<B> {
         let mut total = flow.clone();
         for (term, weight) in [
             (&caption, self.config.caption),

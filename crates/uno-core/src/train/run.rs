@@ -460,7 +460,11 @@ fn synthetic_sets(
                     .with_prompt_captions(bench.caption_is_prompt))
             };
             (
-                finish(SyntheticScenes::shapes_bench(make(), grid.len, grid.image_size)?)?,
+                finish(SyntheticScenes::shapes_bench(
+                    make(),
+                    grid.len,
+                    grid.image_size,
+                )?)?,
                 finish(SyntheticScenes::shapes_bench_held_out(
                     make(),
                     held_out_seed,

@@ -498,11 +498,17 @@ mod tests {
         let c = RunConfig::shapes_pretrain();
         c.validate().unwrap();
         assert_eq!(c.model.trainable, Trainable::All);
-        assert_eq!((c.loss.text, c.loss.caption, c.loss.visual), (1.0, 0.0, 0.0));
+        assert_eq!(
+            (c.loss.text, c.loss.caption, c.loss.visual),
+            (1.0, 0.0, 0.0)
+        );
         assert!(c.data.shuffle);
         // The defaults leave post-training as it was.
         let tiny = RunConfig::tiny();
-        assert_eq!((tiny.model.trainable, tiny.loss.text), (Trainable::Generation, 0.0));
+        assert_eq!(
+            (tiny.model.trainable, tiny.loss.text),
+            (Trainable::Generation, 0.0)
+        );
         let text = c.to_toml();
         assert!(text.contains("trainable = \"all\""), "{text}");
         assert_eq!(RunConfig::from_toml_str(&text, "round trip").unwrap(), c);

@@ -1,7 +1,8 @@
 //! Token-weighted losses across gradient accumulation (BAGEL's normalisation): micro-batches
 //! of different sizes, each normalised by the step's total counts and summed, give the
 //! losses and gradients of one pack holding all their samples. The reference is that one
-//! pack, computed independently (one forward, one backward).
+//! pack, computed independently (one forward, one backward). The same holds with
+//! understanding samples mixed in, their answer CE on and every weight trained.
 
 use std::ops::Range;
 
@@ -11,7 +12,8 @@ use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backen
 use uno_core::bagel::{Bagel, BagelConfig, LossNormalization, UnoBatch, UnoForward, flow_slots};
 use uno_core::data::{Dataset, SyntheticConfig, SyntheticScenes, TrainItem};
 use uno_core::objectives::{FlowNoise, LossCounts};
-use uno_core::packing::PackedSequence;
+use uno_core::packing::{PackedSequence, SampleKind};
+use uno_core::train::{item_images, item_vit_target};
 use uno_core::vae::PixelCodec;
 use uno_testing::{assert_close, to_vec};
 
@@ -21,7 +23,15 @@ const TOKENS_PER_IMAGE: usize = 16;
 struct Part<B: Backend> {
     pack: PackedSequence,
     images: Vec<Tensor<B, 3>>,
+    vit_targets: Vec<Tensor<B, 3>>,
     noise: FlowNoise,
+}
+
+fn upload<B: Backend>(image: &uno_core::data::RgbImage, device: &B::Device) -> Tensor<B, 3> {
+    Tensor::from_data(
+        TensorData::new(image.data.clone(), [3, image.height, image.width]),
+        device,
+    )
 }
 
 fn part<B: Backend>(
@@ -33,23 +43,24 @@ fn part<B: Backend>(
     let samples: Vec<_> = items.iter().map(|i| i.sample.clone()).collect();
     let images = items
         .iter()
-        .map(|i| {
-            let t = &i.target.vae;
-            Tensor::from_data(
-                TensorData::new(t.data.clone(), [3, t.height, t.width]),
-                device,
-            )
-        })
+        .flat_map(item_images)
+        .map(|image| upload(image, device))
+        .collect();
+    let vit_targets = items
+        .iter()
+        .filter_map(item_vit_target)
+        .map(|image| upload(image, device))
         .collect();
     Part {
         pack: PackedSequence::pack(&samples, &config.packing()).unwrap(),
         images,
+        vit_targets,
         noise,
     }
 }
 
-/// The draw of samples `samples` out of the whole pack's draw (text-to-image only: sample
-/// `i` is noised image `i`, and owns VAE rows `16 i .. 16 (i + 1)`).
+/// The draw of noised images `samples` out of the whole pack's draw (noised image `i` owns
+/// VAE rows `16 i .. 16 (i + 1)`; understanding samples have none).
 fn slice(noise: &FlowNoise, samples: Range<usize>) -> FlowNoise {
     let rows = samples.start * TOKENS_PER_IMAGE..samples.end * TOKENS_PER_IMAGE;
     let c = noise.channels;
@@ -71,7 +82,7 @@ fn forward<B: Backend>(
     let batch = UnoBatch {
         pack: &part.pack,
         images: &part.images,
-        vit_targets: &part.images,
+        vit_targets: &part.vit_targets,
         noise_seed: 0,
         normalization,
     };
@@ -85,9 +96,13 @@ fn forward<B: Backend>(
         .unwrap()
 }
 
-/// Gradients of a few generation-side parameters, concatenated.
+/// Gradients of a few generation-side parameters (and, when every weight trains, of
+/// understanding-side ones), concatenated.
 fn grads<B: AutodiffBackend>(model: &Bagel<B>, grads: &B::Gradients) -> Vec<f32> {
     let layer = &model.language_model.layers[0];
+    let und: [&Param<Tensor<B, 2>>; 2] =
+        [&layer.und.self_attn.q_proj.weight, &model.lm_head.weight];
+    let und = und.into_iter().filter(|p| p.is_require_grad());
     let params: [&Param<Tensor<B, 2>>; 4] = [
         &layer.moe_gen.self_attn.k_proj.weight,
         &layer.moe_gen.mlp.up_proj.weight,
@@ -99,10 +114,12 @@ fn grads<B: AutodiffBackend>(model: &Bagel<B>, grads: &B::Gradients) -> Vec<f32>
             .weight,
     ];
     params
-        .iter()
+        .into_iter()
+        .chain(und)
         .flat_map(|p| {
-            let g: Tensor<B::InnerBackend, 2> = p.val().grad(grads).expect("a trained parameter");
-            to_vec(g)
+            // A micro-batch of understanding samples only gives the generation side none.
+            let g: Option<Tensor<B::InnerBackend, 2>> = p.val().grad(grads);
+            g.map_or_else(|| vec![0.0; p.val().shape().num_elements()], to_vec)
         })
         .collect()
 }
@@ -111,19 +128,36 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f32 {
     to_vec(t)[0]
 }
 
-fn micro_batches_equal_one_batch<B: AutodiffBackend>() {
+/// `understanding`: the fraction of understanding samples; above 0 their answer CE is on
+/// (`loss.text = 1`) and every weight trains.
+fn micro_batches_equal_one_batch<B: AutodiffBackend>(understanding: f64) {
     let set = SyntheticScenes::new(SyntheticConfig {
         len: 5,
         image_size: 16,
         max_shapes: 3,
         seed: 21,
     })
+    .unwrap()
+    .with_understanding(understanding)
     .unwrap();
-    let config = BagelConfig::tiny(set.tokenizer().vocab_size(), set.special_tokens());
+    let mut config = BagelConfig::tiny(set.tokenizer().vocab_size(), set.special_tokens());
     let device = Default::default();
     B::seed(&device, 3);
-    let model = config.init::<B>(&device).unwrap().freeze_for_uno();
+    let model = config.init::<B>(&device).unwrap();
+    let model = if understanding > 0.0 {
+        config.loss.text = 1.0;
+        model.train_all()
+    } else {
+        model.freeze_for_uno()
+    };
     let items: Vec<TrainItem> = (0..5).map(|i| set.get(i).unwrap()).collect();
+    let generated = |items: &[TrainItem]| {
+        items
+            .iter()
+            .filter(|i| i.sample.kind() != SampleKind::Understanding)
+            .count()
+    };
+    let (t2i, first) = (generated(&items), generated(&items[..1]));
 
     let whole_pack = PackedSequence::pack(
         &items.iter().map(|i| i.sample.clone()).collect::<Vec<_>>(),
@@ -134,15 +168,20 @@ fn micro_batches_equal_one_batch<B: AutodiffBackend>() {
     let whole = part::<B>(&items, &config, noise.clone(), &device);
     // Two micro-batches of different sizes: 1 and 4 samples.
     let micro = [
-        part::<B>(&items[..1], &config, slice(&noise, 0..1), &device),
-        part::<B>(&items[1..], &config, slice(&noise, 1..5), &device),
+        part::<B>(&items[..1], &config, slice(&noise, 0..first), &device),
+        part::<B>(&items[1..], &config, slice(&noise, first..t2i), &device),
     ];
     assert_ne!(micro[0].pack.len, micro[1].pack.len);
 
     let reference = forward(&model, &config, &whole, LossNormalization::PerPack);
     let totals = reference.loss.counts;
-    assert_eq!(totals.noised_tokens, 5 * TOKENS_PER_IMAGE);
-    assert_eq!(totals.metaqueries, 5 * 4);
+    assert_eq!(totals.noised_tokens, t2i * TOKENS_PER_IMAGE);
+    assert_eq!(totals.metaqueries, t2i * 4);
+    assert_eq!(totals.text_tokens, whole.pack.text_ce.len());
+    if understanding > 0.0 {
+        assert!(t2i > 0 && t2i < 5, "{t2i} of 5 samples generate");
+        assert!(totals.text_tokens > 0);
+    }
     let reference_loss = scalar(reference.loss.total.clone());
     let reference_grads = grads(&model, &reference.loss.total.backward());
 
@@ -208,7 +247,16 @@ fn micro_batches_equal_one_batch<B: AutodiffBackend>() {
 }
 
 fn token_weighted_accumulation<B: Backend>() {
-    micro_batches_equal_one_batch::<Autodiff<B>>();
+    micro_batches_equal_one_batch::<Autodiff<B>>(0.0);
 }
 
-uno_testing::backend_tests!(token_weighted_accumulation);
+/// Pretraining's mix: understanding samples with their answer CE next to text-to-image
+/// ones, every weight trained.
+fn token_weighted_accumulation_with_answers<B: Backend>() {
+    micro_batches_equal_one_batch::<Autodiff<B>>(0.5);
+}
+
+uno_testing::backend_tests!(
+    token_weighted_accumulation,
+    token_weighted_accumulation_with_answers
+);

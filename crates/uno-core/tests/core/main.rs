@@ -11,5 +11,6 @@ mod fixture;
 mod generate;
 mod paper_shapes;
 mod parity;
+mod pretrain;
 mod vae;
 mod vision;

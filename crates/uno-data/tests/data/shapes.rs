@@ -379,3 +379,127 @@ fn bench_training_set_items_are_train_examples() {
         Err(DataError::OutOfRange { index: 40, len: 40 })
     ));
 }
+
+/// Stage 1's mix: a deterministic fraction of the items are understanding samples (the
+/// scene's ViT-side image, no question, its re-caption as the answer), decided per index
+/// and independent of the scenes (an item keeps the scene of its training example).
+#[test]
+fn understanding_items_are_a_deterministic_binomial_fraction() {
+    const LEN: usize = 4000;
+    const FRACTION: f64 = 0.3;
+    let make = |fraction: f64| {
+        SyntheticScenes::shapes_bench(bench(), LEN, SIDE)
+            .unwrap()
+            .with_understanding(fraction)
+            .unwrap()
+    };
+    let set = make(FRACTION);
+    let flags: Vec<bool> = (0..LEN).map(|i| set.is_understanding(i)).collect();
+    let count = flags.iter().filter(|&&f| f).count() as f64;
+    // Binomial(4000, 0.3): mean 1200, standard deviation 29; 4 deviations either way.
+    let sd = (LEN as f64 * FRACTION * (1.0 - FRACTION)).sqrt();
+    assert!(
+        (count - LEN as f64 * FRACTION).abs() < 4.0 * sd,
+        "{count} understanding items of {LEN}"
+    );
+    // Not clustered: each half holds its share too.
+    let first_half = flags[..LEN / 2].iter().filter(|&&f| f).count() as f64;
+    assert!(
+        (first_half - count / 2.0).abs() < 4.0 * sd,
+        "{first_half} in the first half"
+    );
+    let again = make(FRACTION);
+    assert!((0..LEN).all(|i| again.is_understanding(i) == flags[i]));
+    assert!((0..LEN).all(|i| !make(0.0).is_understanding(i)));
+    assert!((0..LEN).all(|i| make(1.0).is_understanding(i)));
+
+    let bench = bench();
+    let decode = |ids: &[u32]| set.tokenizer().decode(ids).unwrap();
+    let mut seen = (0, 0);
+    for (i, &flag) in flags.iter().enumerate().take(40) {
+        let item = set.get(i).unwrap();
+        let (spec, scene) = bench.train_example(i as u64);
+        assert_eq!(
+            (&item.prompt, &item.target.vit),
+            (&spec.text(), &scene.render(SIDE))
+        );
+        match item.sample {
+            Sample::Understanding {
+                image,
+                question,
+                answer,
+            } => {
+                assert!(flag, "item {i}");
+                assert_eq!((image.height, image.width, question), (SIDE, SIDE, None));
+                assert_eq!(decode(&answer), scene.recaption());
+                assert_eq!(item.caption, scene.recaption());
+                seen.0 += 1;
+            }
+            Sample::TextToImage { .. } => {
+                assert!(!flag, "item {i}");
+                seen.1 += 1;
+            }
+            other => panic!("item {i}: {other:?}"),
+        }
+    }
+    assert!(seen.0 > 0 && seen.1 > 0, "{seen:?}");
+    for bad in [-0.1, 1.5, f64::NAN] {
+        let err = SyntheticScenes::shapes_bench(bench.clone(), 4, SIDE)
+            .unwrap()
+            .with_understanding(bad)
+            .unwrap_err();
+        assert!(err.to_string().contains("understanding fraction"), "{err}");
+    }
+}
+
+/// The paper's Table 7 right half ("no semantic augmentation"): the caption target is the
+/// prompt's own tokens.
+#[test]
+fn prompt_captions_repeat_the_prompt() {
+    let set = SyntheticScenes::shapes_bench(bench(), 20, SIDE)
+        .unwrap()
+        .with_prompt_captions(true);
+    for i in 0..20 {
+        let item = set.get(i).unwrap();
+        let Sample::TextToImage {
+            prompt,
+            supervision,
+            ..
+        } = item.sample
+        else {
+            panic!("no understanding fraction: text-to-image only")
+        };
+        assert_eq!(supervision.caption.as_ref(), Some(&prompt), "item {i}");
+        assert_eq!(item.caption, item.prompt);
+        assert_ne!(item.caption, set.scene(i).recaption());
+    }
+}
+
+/// The held-out set cycles through the bench's evaluation prompts, each drawn as a
+/// ground-truth scene the judge accepts, laid out from its own seed.
+#[test]
+fn held_out_set_draws_the_evaluation_prompts() {
+    let bench = bench();
+    let prompts = bench.held_out_prompts();
+    let len = prompts.len() + 5;
+    let set = SyntheticScenes::shapes_bench_held_out(bench.clone(), 7, len, SIDE).unwrap();
+    let other = SyntheticScenes::shapes_bench_held_out(bench.clone(), 8, len, SIDE).unwrap();
+    let judge = PixelJudge::default();
+    let mut differ = 0;
+    for i in 0..len {
+        let item = set.get(i).unwrap();
+        let spec = &prompts[i % prompts.len()];
+        assert_eq!(item.prompt, spec.text());
+        assert!(
+            judge.score(&item.target.vae, spec),
+            "item {i}: {}",
+            item.prompt
+        );
+        differ += usize::from(set.scene(i) != other.scene(i));
+        assert_eq!(set.scene(i), set.scene(i));
+    }
+    assert!(
+        differ > len / 2,
+        "{differ} of {len} scenes differ between seeds"
+    );
+}

@@ -258,7 +258,7 @@ fn text_term_is_weighted_and_counted<B: Backend>() {
     assert_eq!(out.counts.text_tokens, 2);
     assert_close(&[scalar(out.text) as f32], &[0.784_307_96], 1e-6, 1e-6);
     // 4.73129034 + 0.5 * 0.78430796 = 5.12344432.
-    assert_close(&[scalar(out.total) as f32], &[5.123_444_3], 1e-5, 1e-6);
+    assert_close(&[scalar(out.total) as f32], &[5.123_444], 1e-5, 1e-6);
     // Step totals: the sum over 8 targets of the step (1.56861592 / 8), the other terms
     // as in `global_normalisation`.
     let global = LossCounts {
@@ -287,7 +287,13 @@ fn text_term_is_weighted_and_counted<B: Backend>() {
             1.0,
         )
         .unwrap_err();
-    assert_eq!(err, ObjectiveError::GlobalCount { term: "text", local: 2 });
+    assert_eq!(
+        err,
+        ObjectiveError::GlobalCount {
+            term: "text",
+            local: 2
+        }
+    );
     // Errors name the text term, not the caption.
     let err = loss
         .forward(inputs::<B>(&MQ).text(t2(&[f32::NAN, 0.0], 1, 2), &[0]))
@@ -301,7 +307,13 @@ fn text_term_is_weighted_and_counted<B: Backend>() {
     );
     let err = UnoLossConfig::new().with_text(-1.0).init().unwrap_err();
     assert!(
-        matches!(err, ObjectiveError::InvalidValue { name: "UnoLossConfig.text", .. }),
+        matches!(
+            err,
+            ObjectiveError::InvalidValue {
+                name: "UnoLossConfig.text",
+                ..
+            }
+        ),
         "{err}"
     );
 }
