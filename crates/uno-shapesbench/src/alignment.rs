@@ -147,6 +147,9 @@ pub fn write_alignment(path: &Path, records: &[AlignmentRecord]) -> Result<(), B
     std::fs::write(path, text).map_err(|e| BenchError::io("write", path, e))
 }
 
+/// Reads one term's cosine off a layer's figures.
+type CosineOf = fn(&LayerAlignment) -> Option<f64>;
+
 /// The plot's lines: per measured model (the start point, then each arm's end, over its
 /// seeds' first), the caption and the visual cosine per layer.
 pub fn alignment_series(records: &[AlignmentRecord]) -> Vec<Series> {
@@ -169,7 +172,7 @@ pub fn alignment_series(records: &[AlignmentRecord]) -> Vec<Series> {
                 .iter()
                 .filter(move |r| (r.arm, r.seed, r.phase) == (arm, seed, phase))
         };
-        let terms: [(&str, fn(&LayerAlignment) -> Option<f64>); 2] = [
+        let terms: [(&str, CosineOf); 2] = [
             ("caption", |l| l.caption.and_then(|t| t.cosine)),
             ("visual", |l| l.visual.and_then(|t| t.cosine)),
         ];
