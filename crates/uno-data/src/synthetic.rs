@@ -227,18 +227,8 @@ impl SyntheticScenes {
         len: usize,
         image_size: usize,
     ) -> Result<Self, DataError> {
-        let config = SyntheticConfig {
-            len,
-            image_size,
-            max_shapes: *COUNTS.end(),
-            seed: bench.config().seed,
-        };
-        let words = Self::bench_vocabulary();
-        Self::build(
-            config,
-            Prompts::Bench(bench),
-            words.iter().map(String::as_str),
-        )
+        let seed = bench.config().seed;
+        Self::build_bench(Prompts::Bench(bench), seed, len, image_size)
     }
 
     /// ShapesBench's evaluation prompts ([`ShapesBench::held_out_prompts`]) as a data set
@@ -252,6 +242,17 @@ impl SyntheticScenes {
         len: usize,
         image_size: usize,
     ) -> Result<Self, DataError> {
+        Self::build_bench(Prompts::BenchHeldOut(bench), seed, len, image_size)
+    }
+
+    /// A ShapesBench set (`prompts` is one of the bench's): room for its largest scene (4
+    /// shapes) and the bench's vocabulary.
+    fn build_bench(
+        prompts: Prompts,
+        seed: u64,
+        len: usize,
+        image_size: usize,
+    ) -> Result<Self, DataError> {
         let config = SyntheticConfig {
             len,
             image_size,
@@ -259,11 +260,7 @@ impl SyntheticScenes {
             seed,
         };
         let words = Self::bench_vocabulary();
-        Self::build(
-            config,
-            Prompts::BenchHeldOut(bench),
-            words.iter().map(String::as_str),
-        )
+        Self::build(config, prompts, words.iter().map(String::as_str))
     }
 
     fn build<'a>(
