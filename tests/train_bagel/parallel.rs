@@ -1,7 +1,8 @@
 //! Data parallel through `train::run_parallel` (issue #15): two CPU peers train the tiny
 //! BAGEL, each on its shard of the synthetic data; peer 0 writes the run folder and the
 //! checkpoints, which hold both peers' data cursors; two peers resume exactly, and one
-//! device, then two peers again, continue the stream where the slowest peer stood.
+//! device, then two peers again, continue the stream where the slowest peer stood; the
+//! optimizer state sharded over the peers changes no bit.
 
 use std::path::Path;
 
@@ -49,8 +50,19 @@ fn two_peers_train_resume_exactly_and_another_count_continues() {
     assert_eq!(cursors, [4, 4]);
     assert_eq!(state.data_position, 4);
 
-    let report = run_parallel::<B>(spec(&split, 4, true), &peers).unwrap();
+    // Resumed with the optimizer state sharded (ZeRO-1): the same updates bit for bit.
+    let sharded = |dir: &Path, iterations: u64| RunSpec {
+        config: spec(dir, iterations, true)
+            .config
+            .with_overrides(&["optimizer.shard_state=true"])
+            .unwrap(),
+        ..spec(dir, iterations, true)
+    };
+    let report = run_parallel::<B>(sharded(&split, 4), &peers).unwrap();
     assert_eq!((report.summary.start_step, report.summary.end_step), (2, 4));
+    let state = latest_state(&split);
+    assert_eq!(state.optimizer_shards.len(), 2);
+    assert!(state.optimizer_param_paths.is_empty());
     for file in ["model.safetensors", "ema.safetensors"] {
         let (a, b) = (
             std::fs::read(straight.join(file)).unwrap(),

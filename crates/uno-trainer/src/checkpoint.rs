@@ -52,6 +52,11 @@ pub struct TrainerState {
     pub optimizer_param_paths: BTreeMap<u64, String>,
     /// Paths of the trainable parameters (checked on resume).
     pub trainable_paths: Vec<String>,
+    /// A run with sharded optimizer state (`optimizer.shard_state`): each peer's id -> path
+    /// table, by rank, of its file [`optimizer_shard_file`]; then there is no
+    /// [`OPTIMIZER_FILE`] and `optimizer_param_paths` is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optimizer_shards: Vec<BTreeMap<u64, String>>,
     /// Relative path and byte size of every other file in the checkpoint.
     pub files: BTreeMap<String, u64>,
     /// The data source's own state ([`crate::DataSource::state`]), if it has one.
@@ -83,6 +88,12 @@ impl TrainerState {
         };
         Ok(bytes_checksum(&serde_json::to_vec_pretty(&bare)?))
     }
+}
+
+/// The optimizer state file of peer `rank` of `peers` when the state is sharded
+/// (`optimizer-001-of-004.mpk`).
+pub fn optimizer_shard_file(rank: usize, peers: usize) -> String {
+    format!("optimizer-{rank:03}-of-{peers:03}.mpk")
 }
 
 /// `step-000100` for step 100.
@@ -204,8 +215,7 @@ impl CheckpointWriter {
     /// Start the checkpoint of `step` under `root` (created if missing).
     pub fn begin(root: &Path, step: u64) -> Result<Self> {
         fs::create_dir_all(root).map_err(|e| TrainError::io("create", root, e))?;
-        let name = checkpoint_dir_name(step);
-        let tmp = root.join(format!("{name}.tmp-{}", std::process::id()));
+        let tmp = Self::temporary_dir(root, step, std::process::id());
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| TrainError::io("remove", &tmp, e))?;
         }
@@ -213,9 +223,15 @@ impl CheckpointWriter {
         Ok(Self {
             root: root.to_path_buf(),
             tmp,
-            target: root.join(name),
+            target: root.join(checkpoint_dir_name(step)),
             committed: false,
         })
+    }
+
+    /// The folder that process `pid` writes the checkpoint of `step` into before the
+    /// rename: other processes (the peers of a sharded optimizer) write their files there.
+    pub fn temporary_dir(root: &Path, step: u64, pid: u32) -> PathBuf {
+        root.join(format!("{}.tmp-{pid}", checkpoint_dir_name(step)))
     }
 
     /// Where to write file `name` of this checkpoint.

@@ -56,6 +56,11 @@ pub struct OptimizerConfig {
     pub weight_decay: f64,
     /// Global L2 gradient-norm clip (paper: 1.0).
     pub grad_clip: f64,
+    /// ZeRO-1 in a data-parallel run: each peer keeps the AdamW moments of its share of the
+    /// trainable parameters only, updates that share, and the updated weights are shared
+    /// with every peer (`parallel::shard`). The same updates bit for bit; no effect on one
+    /// device. Off by default: it adds one exchange of the trainable weights per step.
+    pub shard_state: bool,
 }
 
 /// Shape of the learning-rate schedule after warmup.
@@ -149,6 +154,7 @@ impl Default for OptimizerConfig {
             eps: 1e-15,
             weight_decay: 0.0,
             grad_clip: 1.0,
+            shard_state: false,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! for (`SimpleOptimizerMapper::map_float` returns a parameter without a gradient untouched
 //! and records nothing); frozen (`no_grad`) parameters never get a gradient, so the frozen
 //! expert has no Adam moments. The state is keyed by `ParamId`, which differs between
-//! processes, so it is saved next to an id -> path table and re-keyed on load.
+//! processes, so it is saved next to an id -> path table and re-keyed on load. With
+//! `optimizer.shard_state` each peer saves its own share in its own file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -15,6 +16,7 @@ use burn::optim::{AdamW, AdamWConfig, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::checkpoint::{OPTIMIZER_FILE, TrainerState, optimizer_shard_file};
 use crate::config::OptimizerConfig;
 use crate::error::{Result, TrainError};
 use crate::model::TrainStep;
@@ -65,16 +67,16 @@ pub fn optimizer_to_bytes<B: AutodiffBackend, M: TrainStep<B>>(
     Ok((bytes, table))
 }
 
-/// Load optimizer state written by [`optimizer_to_bytes`] into `optim`, re-keying each
-/// entry from its saved id to the id that `ids_by_path` gives its path now.
-pub fn optimizer_from_bytes<B: AutodiffBackend, M: TrainStep<B>>(
-    optim: TrainOptimizer<M, B>,
+/// Optimizer state written by [`optimizer_to_bytes`] (one file, or one peer's share under
+/// `optimizer.shard_state`), each entry re-keyed from its saved id to the id that
+/// `ids_by_path` gives its path now.
+pub fn optimizer_record_from_bytes<B: AutodiffBackend, M: TrainStep<B>>(
     bytes: Vec<u8>,
     saved_paths: &BTreeMap<u64, String>,
     ids_by_path: &HashMap<String, ParamId>,
     device: &B::Device,
     file: &Path,
-) -> Result<TrainOptimizer<M, B>> {
+) -> Result<OptimizerRecord<M, B>> {
     let err = |message: String| TrainError::Record {
         path: file.to_path_buf(),
         message,
@@ -98,5 +100,36 @@ pub fn optimizer_from_bytes<B: AutodiffBackend, M: TrainStep<B>>(
         })?;
         rekeyed.insert(*new_id, state);
     }
-    Ok(optim.load_record(rekeyed))
+    Ok(rekeyed)
+}
+
+/// The optimizer state of checkpoint `dir`: its [`OPTIMIZER_FILE`], or, for a run with
+/// sharded state, every peer's file merged (the shares are disjoint), re-keyed to the ids
+/// of `ids_by_path`. Another number of peers, or one device, resumes it alike; a sharded
+/// run then keeps its own share ([`crate::Trainer::join`]).
+pub fn read_optimizer_state<B: AutodiffBackend, M: TrainStep<B>>(
+    dir: &Path,
+    state: &TrainerState,
+    ids_by_path: &HashMap<String, ParamId>,
+    device: &B::Device,
+) -> Result<OptimizerRecord<M, B>> {
+    let files: Vec<(String, &BTreeMap<u64, String>)> = match state.optimizer_shards.len() {
+        0 => vec![(OPTIMIZER_FILE.to_string(), &state.optimizer_param_paths)],
+        peers => (state.optimizer_shards.iter().enumerate())
+            .map(|(rank, table)| (optimizer_shard_file(rank, peers), table))
+            .collect(),
+    };
+    let mut merged = OptimizerRecord::<M, B>::default();
+    for (name, table) in files {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::io("read", &path, e))?;
+        merged.extend(optimizer_record_from_bytes::<B, M>(
+            bytes,
+            table,
+            ids_by_path,
+            device,
+            &path,
+        )?);
+    }
+    Ok(merged)
 }

@@ -14,7 +14,7 @@ use rand::RngCore;
 
 use crate::checkpoint::{
     CheckpointWriter, OPTIMIZER_FILE, STATE_FORMAT_VERSION, TrainerState, checkpoint_dir_name,
-    list_checkpoints, prune_checkpoints, read_verified_state,
+    list_checkpoints, optimizer_shard_file, prune_checkpoints, read_verified_state,
 };
 use crate::clip::clip_global_norm;
 use crate::config::TrainConfig;
@@ -28,9 +28,9 @@ use crate::metrics::{MetricsWriter, StepMetrics, trim_metrics};
 use crate::micro::{forward_micro_batches, step_totals};
 use crate::model::{DataSource, TrainStep};
 use crate::optim::{
-    OptimizerRecord, TrainOptimizer, adamw, optimizer_from_bytes, optimizer_to_bytes,
+    OptimizerRecord, TrainOptimizer, adamw, optimizer_to_bytes, read_optimizer_state,
 };
-use crate::parallel::{Peer, agreed, all_reduce_grads, broadcast_module};
+use crate::parallel::{OptimizerShard, Peer, agreed, all_reduce_grads, broadcast_module};
 use crate::params::{TrainableParams, param_inventory, reassign_ids};
 use crate::progress::Progress;
 use crate::rng::TrainRng;
@@ -40,6 +40,15 @@ use crate::summary::TrainSummary;
 /// Evaluation hook: `(step, model, ema) -> named values`, run every `metrics.eval_every`
 /// steps; the values go to `metrics.jsonl` as an `eval` line.
 pub type EvalHook<'a, M> = dyn FnMut(u64, &M, &M) -> Result<Vec<(String, f64)>, BoxError> + 'a;
+
+/// How a checkpoint holds the optimizer state.
+enum SavedOptimizer {
+    /// One file, [`OPTIMIZER_FILE`], written by the checkpoint's writer.
+    Whole,
+    /// One file per peer, already written by each ([`optimizer_shard_file`]); their
+    /// id -> path tables by rank.
+    Shares(Vec<BTreeMap<u64, String>>),
+}
 
 /// The model and its EMA copy, moved out and back in around the optimizer step.
 struct Weights<M> {
@@ -76,6 +85,9 @@ pub struct Trainer<B: AutodiffBackend, M: TrainStep<B>> {
     rejected: Vec<(PathBuf, String)>,
     /// This replica's place in a data-parallel run ([`Self::join`]).
     peer: Option<Peer<B>>,
+    /// The parameters this peer keeps optimizer state for, when it is sharded
+    /// (`optimizer.shard_state` on more than one peer).
+    shard: Option<OptimizerShard>,
 }
 
 impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
@@ -92,6 +104,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             lock: None,
             rejected: Vec::new(),
             peer: None,
+            shard: None,
             optim: adamw::<B, M>(&config.optimizer),
             schedule: LrSchedule::new(&config.schedule, config.optimizer.lr, config.iterations),
             rng: TrainRng::new(config.seed),
@@ -222,19 +235,10 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             ema,
         });
 
-        let optim_path = dir.join(OPTIMIZER_FILE);
-        let bytes =
-            std::fs::read(&optim_path).map_err(|e| TrainError::io("read", &optim_path, e))?;
         let trainable_ids: HashMap<String, ParamId> =
             trainer.trainable.by_path().iter().cloned().collect();
-        trainer.optim = optimizer_from_bytes::<B, M>(
-            trainer.optim,
-            bytes,
-            &state.optimizer_param_paths,
-            &trainable_ids,
-            &trainer.device,
-            &optim_path,
-        )?;
+        let record = read_optimizer_state::<B, M>(dir, &state, &trainable_ids, &trainer.device)?;
+        trainer.optim = trainer.optim.load_record(record);
         trainer.step = state.step;
         trainer.data_position = state.data_position;
         trainer.restore_data = state.data_state.is_some() || !state.peer_data_states.is_empty();
@@ -253,6 +257,10 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
     /// after [`new`](Self::new) or a resume, with the same configuration. The model's
     /// weights and the EMA's trainable ones become peer 0's, bit for bit; the peers must
     /// stand at the same step and data position (resumed from the same checkpoint).
+    ///
+    /// With `optimizer.shard_state` and more than one peer, the peer keeps the optimizer
+    /// state of its own share of the trainable parameters only (of a resumed state, which
+    /// holds every parameter's, it drops the rest).
     pub fn join(mut self, peer: Peer<B>) -> Result<Self> {
         let Weights { model, ema } = self.weights.take().ok_or(TrainError::Poisoned)?;
         let model = broadcast_module(&peer, model, None)?;
@@ -260,6 +268,14 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         let ema = ema_graft::<B, M>(&model, &ema, &self.trainable);
         let ema = broadcast_module(&peer, ema, Some(&self.trainable))?;
         peer.check_same_position(self.step, self.data_position)?;
+        if self.config.optimizer.shard_state && peer.peers() > 1 {
+            let shard = OptimizerShard::of::<B, M>(&model, peer.rank(), peer.peers());
+            let mut record = self.optim.to_record();
+            record.retain(|id, _| shard.owns(*id));
+            let optim = std::mem::replace(&mut self.optim, adamw::<B, M>(&self.config.optimizer));
+            self.optim = optim.load_record(record);
+            self.shard = Some(shard);
+        }
         self.weights = Some(Weights { model, ema });
         self.peer = Some(peer);
         Ok(self)
@@ -466,7 +482,15 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
             grad_norm = norm;
             if norm.is_finite() {
                 let Weights { model, ema } = self.weights.take().ok_or(TrainError::Poisoned)?;
-                let model = self.optim.step(lr, model, grads);
+                let model = match (&self.shard, peer) {
+                    // This peer's share, then every share from its owner.
+                    (Some(shard), Some(peer)) => {
+                        let own = shard.own_grads::<B, M>(&model, grads);
+                        let model = self.optim.step(lr, model, own);
+                        shard.share_updates(peer, model, &self.trainable)?
+                    }
+                    _ => self.optim.step(lr, model, grads),
+                };
                 let ema = ema_update::<B, M>(ema, &model, &self.trainable, self.config.ema.decay);
                 self.weights = Some(Weights { model, ema });
                 self.step += 1;
@@ -513,10 +537,12 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
         let unread = self
             .restore_data
             .then(|| (self.data_state.clone(), self.peer_data_states.clone()));
+        let root = &self.config.output_dir;
         let dir = match &self.peer {
             None => {
                 let (single, peers) = unread.unwrap_or((self.data_state.clone(), Vec::new()));
-                self.write_checkpoint(single, peers)?
+                let writer = CheckpointWriter::begin(root, self.step)?;
+                self.write_checkpoint(writer, single, peers, SavedOptimizer::Whole)?
             }
             Some(peer) => {
                 let step = self.step;
@@ -526,27 +552,87 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                     Some(saved) => saved,
                     None => (None, peer.gather_data_states(self.data_state.as_ref())?),
                 };
-                let written = match peer.is_writer() {
-                    true => self.write_checkpoint(single, states).map(Some),
+                let begun = match peer.is_writer() {
+                    true => CheckpointWriter::begin(root, step).map(Some),
                     false => Ok(None),
                 };
+                let begun = peer.agree(step, "starting the checkpoint", begun)?;
+                let optimizer = match &self.shard {
+                    Some(_) => self.write_optimizer_share(peer)?,
+                    None => SavedOptimizer::Whole,
+                };
+                let written = match begun {
+                    Some(writer) => self
+                        .write_checkpoint(writer, single, states, optimizer)
+                        .map(Some),
+                    None => Ok(None),
+                };
                 let written = peer.agree(step, "writing the checkpoint", written)?;
-                written.unwrap_or_else(|| self.config.output_dir.join(checkpoint_dir_name(step)))
+                written.unwrap_or_else(|| root.join(checkpoint_dir_name(step)))
             }
         };
         self.last_checkpoint = Some((self.step, dir.clone()));
         Ok(dir)
     }
 
-    /// [`save_checkpoint`](Self::save_checkpoint)'s files, written by this process, with
-    /// the data state of a single device or the data states of all peers.
+    /// With sharded optimizer state: every peer writes its own share into the folder that
+    /// peer 0 (which began the checkpoint) writes into, and every peer learns every
+    /// share's id -> path table; a peer that cannot write stops them all (peer 0's
+    /// unfinished folder is then removed with its writer).
+    fn write_optimizer_share(&self, peer: &Peer<B>) -> Result<SavedOptimizer> {
+        let (step, rank, peers) = (self.step, peer.rank(), peer.peers());
+        // The folder is named by peer 0's process id.
+        let pid = match peer.is_writer() {
+            true => u64::from(std::process::id()),
+            false => 0,
+        };
+        let pid = peer.sum_exact("agreement on the checkpoint folder", &[pid])?[0];
+        let tmp = CheckpointWriter::temporary_dir(&self.config.output_dir, step, pid as u32);
+        let file = tmp.join(optimizer_shard_file(rank, peers));
+        let table = self.optimizer_bytes(&file).and_then(|(bytes, table)| {
+            uno_checkpoint::write_synced(&file, &bytes)?;
+            Ok(table)
+        });
+        let table = peer.agree(step, "writing the optimizer shares", table)?;
+        let table = serde_json::to_value(table).map_err(|source| TrainError::Json {
+            path: file.clone(),
+            source,
+        })?;
+        let tables = peer
+            .gather_json(Some(&table))?
+            .into_iter()
+            .map(|t| {
+                serde_json::from_value(t.unwrap_or_default()).map_err(|source| TrainError::Json {
+                    path: file.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(SavedOptimizer::Shares(tables))
+    }
+
+    /// This peer's optimizer state as bytes, and the id -> path table of its keys (`file`
+    /// names it in errors).
+    fn optimizer_bytes(&self, file: &Path) -> Result<(Vec<u8>, BTreeMap<u64, String>)> {
+        let paths: HashMap<ParamId, String> = self
+            .trainable
+            .by_path()
+            .iter()
+            .map(|(p, id)| (*id, p.clone()))
+            .collect();
+        optimizer_to_bytes::<B, M>(&self.optim, &paths, file)
+    }
+
+    /// [`save_checkpoint`](Self::save_checkpoint)'s files, written by this process into
+    /// `writer`, with the data state of a single device or the data states of all peers.
     fn write_checkpoint(
         &self,
+        writer: CheckpointWriter,
         data_state: Option<serde_json::Value>,
         peer_data_states: Vec<serde_json::Value>,
+        optimizer: SavedOptimizer,
     ) -> Result<PathBuf> {
         let root = self.config.output_dir.clone();
-        let writer = CheckpointWriter::begin(&root, self.step)?;
         let weights = self.weights.as_ref().ok_or(TrainError::Poisoned)?;
         let ext = M::weights_extension();
         for (name, module) in [("model", &weights.model), ("ema", &weights.ema)] {
@@ -555,15 +641,14 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 .save_weights(&path)
                 .map_err(|source| TrainError::Weights { path, source })?;
         }
-        let paths: HashMap<ParamId, String> = self
-            .trainable
-            .by_path()
-            .iter()
-            .map(|(p, id)| (*id, p.clone()))
-            .collect();
-        let optim_path = writer.path(OPTIMIZER_FILE);
-        let (bytes, table) = optimizer_to_bytes::<B, M>(&self.optim, &paths, &optim_path)?;
-        writer.write_bytes(OPTIMIZER_FILE, &bytes)?;
+        let (table, optimizer_shards) = match optimizer {
+            SavedOptimizer::Whole => {
+                let (bytes, table) = self.optimizer_bytes(&writer.path(OPTIMIZER_FILE))?;
+                writer.write_bytes(OPTIMIZER_FILE, &bytes)?;
+                (table, Vec::new())
+            }
+            SavedOptimizer::Shares(tables) => (BTreeMap::new(), tables),
+        };
         let state = TrainerState {
             format_version: STATE_FORMAT_VERSION,
             step: self.step,
@@ -579,6 +664,7 @@ impl<B: AutodiffBackend, M: TrainStep<B>> Trainer<B, M> {
                 .iter()
                 .map(|(p, _)| p.clone())
                 .collect(),
+            optimizer_shards,
             files: BTreeMap::new(),
             data_state,
             peer_data_states,

@@ -29,8 +29,10 @@ pub const RUN_INPUTS_FILE: &str = "run_inputs.json";
 
 /// Keys (or key prefixes ending in `.`) that may differ on resume: they never change an
 /// update.
-const FREE_KEYS: [&str; 7] = [
+const FREE_KEYS: [&str; 8] = [
     "output_dir",
+    // Sharded optimizer state gives the same updates bit for bit.
+    "optimizer.shard_state",
     // The latent cache changes what is recomputed, never a value (bit-identical).
     "data.latent_cache_mib",
     "metrics.",
@@ -217,6 +219,7 @@ mod tests {
                 "checkpoint.every=3",
                 "output_dir=\"elsewhere\"",
                 "guards.divergence_factor=0",
+                "optimizer.shard_state=true",
             ])
             .unwrap();
         assert!(

@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend, Device as _, DeviceId};
 
 use super::folder::check_not_foreign;
@@ -237,6 +239,18 @@ fn run_peer<B: AutodiffBackend>(
     })
 }
 
+/// Held while a run seeds Burn's global RNG and initialises its model.
+static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Draws every lazily initialised parameter of the module it visits.
+struct Materialise;
+
+impl<B: Backend> ModuleVisitor<B> for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
 /// What [`prepare`] leaves ready to train.
 struct Ready<B: AutodiffBackend> {
     trainer: Trainer<B, UnoTrainee<B>>,
@@ -279,7 +293,10 @@ fn prepare<B: AutodiffBackend>(
         std::any::type_name::<B::FloatElem>()
     ));
     // Burn's initialisers draw from the backend's global RNG: seed it so a run is
-    // reproducible (the trainer seeds its own host RNG for data, noise and dropout).
+    // reproducible (the trainer seeds its own host RNG for data, noise and dropout). The
+    // peers of a data-parallel run share that RNG: each seeds and builds its model in
+    // turn, or peer 0's weights (which every peer takes) would depend on the interleaving.
+    let init_turn = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
     B::seed(device, config.trainer.seed);
     let supervision = (config.loss.caption > 0.0, config.loss.visual > 0.0);
     let transforms = ImageTransforms {
@@ -319,6 +336,9 @@ fn prepare<B: AutodiffBackend>(
             (c, m, Codec::pixel())
         }
     };
+    // Burn draws a parameter's initial values lazily, at its first use: draw them now.
+    model.visit(&mut Materialise);
+    drop(init_turn);
     // A loaded release must never be fed the synthetic set's word ids: the synthetic
     // vocabulary is checked like a given tokenizer.
     let text_path = tokenizer.as_ref().map_or_else(

@@ -10,7 +10,9 @@
 //!   each micro-batch loss divided by `peers x grad_accumulation`;
 //! * after the backward, the trainable parameters' gradients are summed over the peers in
 //!   one all-reduce, then clipped by their global norm, so every peer applies the same
-//!   AdamW step and the same EMA update: the replicas stay bit-identical;
+//!   AdamW step and the same EMA update: the replicas stay bit-identical (with
+//!   `optimizer.shard_state`, each peer steps its own share and the shares are exchanged:
+//!   [`shard`]);
 //! * peer 0 alone writes checkpoints and metrics, between two agreements, so that a
 //!   checkpoint is written only when every peer finished the step, and every peer learns
 //!   whether the write succeeded.
@@ -23,9 +25,11 @@ mod broadcast;
 mod grads;
 mod launch;
 mod peer;
+mod shard;
 
 pub(crate) use broadcast::broadcast_module;
 pub(crate) use grads::all_reduce_grads;
 pub use launch::{PeerError, run_data_parallel};
 pub(crate) use peer::agreed;
 pub use peer::{MAX_PEERS, Peer};
+pub(crate) use shard::OptimizerShard;

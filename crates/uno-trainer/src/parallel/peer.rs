@@ -160,7 +160,7 @@ impl<B: AutodiffBackend> Peer<B> {
     /// Every peer's `value`, by rank, on every peer (an all-gather built from one
     /// all-reduce: each peer fills its own slot of a zero vector with its JSON bytes, which
     /// f32 holds exactly).
-    fn gather_json(
+    pub(crate) fn gather_json(
         &self,
         value: Option<&serde_json::Value>,
     ) -> Result<Vec<Option<serde_json::Value>>> {

@@ -2,11 +2,14 @@
 //! with the same global batch ends, a failing peer stops them all, and a data source's
 //! state is resumed by the same number of peers or re-divided for another.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Mutex;
 
 use burn::tensor::backend::AutodiffBackend;
-use uno_trainer::checkpoint::{list_checkpoints, read_verified_state};
+use uno_trainer::checkpoint::{
+    OPTIMIZER_FILE, list_checkpoints, optimizer_shard_file, read_verified_state,
+};
 use uno_trainer::{
     BoxError, DataSource, TrainConfig, TrainError, TrainRng, Trainer, run_data_parallel,
 };
@@ -53,14 +56,20 @@ enum Fault {
 
 /// (inp, head, ema inp, ema head) after `iterations` steps of a global batch of 4
 /// micro-batches: on one device (`peers == 1`: accumulation 4) or on `peers` peers
-/// (resuming from `dir`'s checkpoints), with `fault` in the data.
+/// (resuming from `dir`'s checkpoints), with `fault` in the data, the optimizer state
+/// sharded (`optimizer.shard_state`) or not.
 fn train<B: AutodiffBackend>(
     dir: &Path,
     peers: usize,
     weighted: bool,
     fault: Fault,
+    shard: bool,
 ) -> Result<Vec<[Vec<f32>; 4]>, TrainError> {
-    let iterations = 5;
+    let config = |k| {
+        config(dir, k, 5)
+            .with_overrides(&[format!("optimizer.shard_state={shard}")])
+            .unwrap()
+    };
     let weights = |t: &Trainer<B, toy::Toy<B>>| {
         let (inp, _, head) = toy::all(t.model());
         let (ema_inp, _, ema_head) = toy::all(t.ema());
@@ -79,7 +88,7 @@ fn train<B: AutodiffBackend>(
     };
     if peers == 1 {
         let model = toy::toy::<B>(3, &device);
-        let mut trainer = Trainer::resume_or_new(config(dir, k, iterations), model, device)?;
+        let mut trainer = Trainer::resume_or_new(config(k), model, device)?;
         trainer.fit(&mut data, None)?;
         return Ok(vec![weights(&trainer)]);
     }
@@ -88,8 +97,7 @@ fn train<B: AutodiffBackend>(
         // Each peer builds its own model; peer 1's differs, and the broadcast fixes it.
         let model = toy::toy::<B>(3 + peer.rank() as u64, &B::Device::default());
         let mut trainer =
-            Trainer::resume_or_new(config(dir, k, iterations), model, B::Device::default())?
-                .join(peer)?;
+            Trainer::resume_or_new(config(k), model, B::Device::default())?.join(peer)?;
         let mut data = data;
         trainer.fit(&mut data, None)?;
         Ok(weights(&trainer))
@@ -100,8 +108,8 @@ fn two_peers_match_one_device<B: AutodiffBackend>() {
     let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     for weighted in [true, false] {
         let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let single = train::<B>(one.path(), 1, weighted, Fault::Clean).unwrap();
-        let peers = train::<B>(two.path(), 2, weighted, Fault::Clean).unwrap();
+        let single = train::<B>(one.path(), 1, weighted, Fault::Clean, false).unwrap();
+        let peers = train::<B>(two.path(), 2, weighted, Fault::Clean, false).unwrap();
         assert_eq!(peers[0], peers[1], "the replicas are bit-identical");
         for (got, want) in peers[0].iter().zip(&single[0]) {
             uno_testing::assert_close(got, want, 1e-7, 1e-6);
@@ -121,15 +129,15 @@ fn two_peers_match_one_device<B: AutodiffBackend>() {
 fn two_peers_resume_exactly<B: AutodiffBackend>() {
     let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     let straight = tempfile::tempdir().unwrap();
-    let want = train::<B>(straight.path(), 2, true, Fault::Clean).unwrap();
+    let want = train::<B>(straight.path(), 2, true, Fault::Clean, false).unwrap();
     for peers in [2, 1] {
         let dir = tempfile::tempdir().unwrap();
-        let err = train::<B>(dir.path(), 2, true, Fault::Unreadable(17)).unwrap_err();
+        let err = train::<B>(dir.path(), 2, true, Fault::Unreadable(17), false).unwrap_err();
         assert!(
             matches!(err, TrainError::Data { position: 17, .. }),
             "{err}"
         );
-        let got = train::<B>(dir.path(), peers, true, Fault::Clean).unwrap();
+        let got = train::<B>(dir.path(), peers, true, Fault::Clean, false).unwrap();
         if peers == 2 {
             assert_eq!(got[0], want[0]);
         }
@@ -139,13 +147,82 @@ fn two_peers_resume_exactly<B: AutodiffBackend>() {
     }
 }
 
+/// Sharded optimizer state (ZeRO-1) gives the replicated run's weights and EMA bit for
+/// bit; the checkpoint holds one file per peer, the shares disjoint and covering every
+/// trainable parameter as the balancing assigns them (by hand: sizes inp.weight 12,
+/// inp.bias 4, head.weight 8, head.bias 2 -> 12 to peer 0, 8 and 4 to peer 1, 2 to
+/// peer 0).
+fn sharded_optimizer_state_gives_the_same_updates<B: AutodiffBackend>() {
+    let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let (plain, sharded) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let want = train::<B>(plain.path(), 2, true, Fault::Clean, false).unwrap();
+    let got = train::<B>(sharded.path(), 2, true, Fault::Clean, true).unwrap();
+    assert_eq!(got, want, "the same bits as the replicated optimizer");
+    let (step, last) = list_checkpoints(sharded.path()).unwrap().pop().unwrap();
+    assert_eq!(step, 5);
+    let state = read_verified_state(&last).unwrap();
+    assert!(state.optimizer_param_paths.is_empty());
+    assert!(!last.join(OPTIMIZER_FILE).exists());
+    let shares: Vec<BTreeSet<&str>> = state
+        .optimizer_shards
+        .iter()
+        .map(|table| table.values().map(String::as_str).collect())
+        .collect();
+    let want: [BTreeSet<&str>; 2] = [
+        ["inp.weight", "head.bias"].into(),
+        ["inp.bias", "head.weight"].into(),
+    ];
+    assert_eq!(shares, want);
+    for rank in 0..2 {
+        let file = optimizer_shard_file(rank, 2);
+        assert!(state.files.contains_key(&file), "{file} is checksummed");
+    }
+    // The replicated run's single file holds every share's entries.
+    let (_, replicated) = list_checkpoints(plain.path()).unwrap().pop().unwrap();
+    let whole = read_verified_state(&replicated).unwrap();
+    assert_eq!(whole.optimizer_param_paths.len(), 4);
+    assert!(whole.optimizer_shards.is_empty());
+}
+
+/// A sharded run stopped by a bad sample (position 17, step 4) resumes from its step-4
+/// checkpoint sharded or replicated on two peers (the same bits as a straight sharded run)
+/// and on one device (the same up to summation order); a replicated checkpoint resumes
+/// sharded.
+fn sharded_state_resumes_on_any_peers<B: AutodiffBackend>() {
+    let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let straight = tempfile::tempdir().unwrap();
+    let want = train::<B>(straight.path(), 2, true, Fault::Clean, true).unwrap();
+    for (first, peers, then) in [
+        (true, 2, true),
+        (true, 2, false),
+        (true, 1, false),
+        (false, 2, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let err = train::<B>(dir.path(), 2, true, Fault::Unreadable(17), first).unwrap_err();
+        assert!(
+            matches!(err, TrainError::Data { position: 17, .. }),
+            "{err}"
+        );
+        let got = train::<B>(dir.path(), peers, true, Fault::Clean, then).unwrap();
+        match peers {
+            2 => assert_eq!(got[0], want[0], "{first} -> {then}"),
+            _ => {
+                for (got, want) in got[0].iter().zip(&want[0]) {
+                    uno_testing::assert_close(got, want, 1e-7, 1e-6);
+                }
+            }
+        }
+    }
+}
+
 /// A NaN loss in peer 0's part of step 1 (position 5) skips that step on both peers, as
 /// one device skips it: the same weights, and one skipped step in the metrics.
 fn a_nan_on_one_peer_skips_the_step_everywhere<B: AutodiffBackend>() {
     let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let single = train::<B>(one.path(), 1, true, Fault::Nan(5)).unwrap();
-    let peers = train::<B>(two.path(), 2, true, Fault::Nan(5)).unwrap();
+    let single = train::<B>(one.path(), 1, true, Fault::Nan(5), false).unwrap();
+    let peers = train::<B>(two.path(), 2, true, Fault::Nan(5), false).unwrap();
     for (got, want) in peers[1].iter().zip(&single[0]) {
         uno_testing::assert_close(got, want, 1e-7, 1e-6);
     }
@@ -294,4 +371,6 @@ autodiff_tests!(
     a_nan_on_one_peer_skips_the_step_everywhere,
     two_peers_resume_exactly,
     a_failing_peer_stops_every_peer,
+    sharded_optimizer_state_gives_the_same_updates,
+    sharded_state_resumes_on_any_peers,
 );
