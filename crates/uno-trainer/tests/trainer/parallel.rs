@@ -237,62 +237,74 @@ fn a_nan_on_one_peer_skips_the_step_everywhere<B: AutodiffBackend>() {
 }
 
 /// Peer 1 cannot read the micro-batch at position 10 (step 2): every peer stops, the error
-/// is peer 1's own, and only the complete checkpoints of the steps before are on disk.
+/// is peer 1's own, and only the complete checkpoints of the steps before are on disk
+/// (with the optimizer state replicated, and sharded).
 fn a_failing_peer_stops_every_peer<B: AutodiffBackend>() {
     let _serial = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let devices = vec![B::Device::default(); 2];
-    let config = config(dir.path(), 2, 5)
-        .with_overrides(&["checkpoint.every=1"])
-        .unwrap();
-    let errors = Mutex::new(Vec::new());
-    let result = run_data_parallel::<B, _, TrainError, _>(&devices, |peer| {
-        let rank = peer.rank();
-        let model = toy::toy::<B>(3, &B::Device::default());
-        let mut trainer = Trainer::new(config.clone(), model, B::Device::default())?.join(peer)?;
-        let mut data = |p: u64, _: &mut TrainRng| -> Result<ToyBatch, BoxError> {
-            match p {
-                10 => Err("bad sample 10".into()),
-                _ => Ok(batch_at(p, true)),
+    for shard in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let devices = vec![B::Device::default(); 2];
+        let config = config(dir.path(), 2, 5)
+            .with_overrides(&[
+                "checkpoint.every=1".to_string(),
+                format!("optimizer.shard_state={shard}"),
+            ])
+            .unwrap();
+        let errors = Mutex::new(Vec::new());
+        let result = run_data_parallel::<B, _, TrainError, _>(&devices, |peer| {
+            let rank = peer.rank();
+            let model = toy::toy::<B>(3, &B::Device::default());
+            let mut trainer =
+                Trainer::new(config.clone(), model, B::Device::default())?.join(peer)?;
+            let mut data = |p: u64, _: &mut TrainRng| -> Result<ToyBatch, BoxError> {
+                match p {
+                    10 => Err("bad sample 10".into()),
+                    _ => Ok(batch_at(p, true)),
+                }
+            };
+            let result = trainer.fit(&mut data, None);
+            if let Err(e) = &result {
+                errors.lock().unwrap().push((rank, e.to_string()));
             }
-        };
-        let result = trainer.fit(&mut data, None);
-        if let Err(e) = &result {
-            errors.lock().unwrap().push((rank, e.to_string()));
-        }
-        result.map(|_| ())
-    });
-    let err = result.unwrap_err();
-    assert!(
-        matches!(err, TrainError::Data { position: 10, .. }),
-        "the cause is returned: {err}"
-    );
-    let mut errors = errors.into_inner().unwrap();
-    errors.sort();
-    assert_eq!(errors.len(), 2, "every peer stopped: {errors:?}");
-    assert_eq!(
-        errors[0].1,
-        "peer 1 failed while reading data at step 2 (its own error says why); peer 0 stopped \
-         with it"
-    );
-    assert!(errors[1].1.contains("bad sample 10"), "{}", errors[1].1);
-    let steps: Vec<u64> = list_checkpoints(dir.path())
-        .unwrap()
-        .iter()
-        .map(|(s, _)| *s)
-        .collect();
-    assert_eq!(steps, [1, 2]);
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("step-"))
-        .collect();
-    assert!(
-        names
+            result.map(|_| ())
+        });
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, TrainError::Data { position: 10, .. }),
+            "the cause is returned: {err}"
+        );
+        let mut errors = errors.into_inner().unwrap();
+        errors.sort();
+        assert_eq!(errors.len(), 2, "every peer stopped: {errors:?}");
+        assert_eq!(
+            errors[0].1,
+            "peer 1 failed while reading data at step 2 (its own error says why); peer 0 stopped \
+             with it"
+        );
+        assert!(errors[1].1.contains("bad sample 10"), "{}", errors[1].1);
+        let steps: Vec<u64> = list_checkpoints(dir.path())
+            .unwrap()
             .iter()
-            .all(|n| n == "step-000001" || n == "step-000002"),
-        "nothing half written: {names:?}"
-    );
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(steps, [1, 2]);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("step-"))
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| n == "step-000001" || n == "step-000002"),
+            "nothing half written: {names:?}"
+        );
+        // The sharded checkpoints are whole: both shares, checksummed.
+        for (_, checkpoint) in list_checkpoints(dir.path()).unwrap() {
+            let state = read_verified_state(&checkpoint).unwrap();
+            assert_eq!(state.optimizer_shards.len(), if shard { 2 } else { 0 });
+        }
+    }
 }
 
 /// A source with a state (how many micro-batches it read) and no way to re-divide it.
