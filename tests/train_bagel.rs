@@ -406,6 +406,7 @@ fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
                 "checkpoint.every=2".into(),
                 "data.batch.samples=2".into(),
                 "schedule.warmup_steps=1".into(),
+                "diagnostics.alignment=true".into(),
             ])
             .unwrap(),
         model: ModelSource::Tiny,
@@ -432,6 +433,22 @@ fn run_leaves_a_loadable_folder_refuses_reuse_and_resumes() {
         2,
         "{metrics}"
     );
+    // Each evaluation logs the model's gradient alignment per decoder layer.
+    let evals: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|l| l.get("eval").cloned())
+        .collect();
+    assert_eq!(evals.len(), 2, "{metrics}");
+    for eval in &evals {
+        for layer in 0..2 {
+            assert!(eval[format!("align_flow_norm_l{layer}")].as_f64().unwrap() > 0.0);
+            for term in ["caption", "visual"] {
+                let cosine = eval[format!("align_{term}_l{layer}")].as_f64().unwrap();
+                assert!((-1.0..=1.0).contains(&cosine), "{term} l{layer}: {cosine}");
+            }
+        }
+    }
     // Each step line counts its tokens by kind.
     assert_eq!(
         metrics.matches("\"metaquery_tokens\"").count(),

@@ -19,7 +19,7 @@ use uno_core::objectives::ConditionDropoutConfig;
 use uno_core::train::{Ablation, BatchFill, LayerAlignment, PackedBatches, gradient_alignment};
 use uno_core::trainer::{DataSource, TrainRng};
 
-use crate::plots::Series;
+use crate::plots::{Series, metric_series};
 use crate::{Arm, BenchError};
 
 /// The fixed batch: `samples` training-distribution items from `first_item` on (far past
@@ -189,4 +189,41 @@ pub fn alignment_series(records: &[AlignmentRecord]) -> Vec<Series> {
         }
     }
     series
+}
+
+/// The cosines a run logged at its evaluations (`diagnostics.alignment`: the
+/// `align_caption_l{i}` and `align_visual_l{i}` values of `metrics.jsonl`), averaged over
+/// the decoder layers: one series per term, labelled `{label}: caption` / `: visual`. A
+/// step where some layer's cosine is undefined is left out of that term's line.
+pub fn training_alignment(metrics: &Path, label: &str) -> Result<Vec<Series>, BenchError> {
+    let mut series = Vec::new();
+    for term in ["caption", "visual"] {
+        let mut layers = Vec::new();
+        loop {
+            let points = metric_series(metrics, &format!("align_{term}_l{}", layers.len()))?;
+            if points.is_empty() {
+                break;
+            }
+            layers.push(points);
+        }
+        let Some(first) = layers.first() else {
+            continue;
+        };
+        let points = first
+            .iter()
+            .filter_map(|&(step, _)| {
+                let at_step: Vec<f64> = layers
+                    .iter()
+                    .filter_map(|l| l.iter().find(|p| p.0 == step).map(|p| p.1))
+                    .collect();
+                (at_step.len() == layers.len())
+                    .then(|| (step, at_step.iter().sum::<f64>() / at_step.len() as f64))
+            })
+            .collect();
+        series.push(Series {
+            label: format!("{label}: {term}"),
+            points,
+        });
+    }
+    Ok(series)
 }

@@ -28,7 +28,8 @@ mod preset;
 mod report;
 
 pub use alignment::{
-    AlignmentBatch, AlignmentRecord, Phase, alignment_series, held_out_alignment, write_alignment,
+    AlignmentBatch, AlignmentRecord, Phase, alignment_series, held_out_alignment,
+    training_alignment, write_alignment,
 };
 pub use arm::Arm;
 pub use caption::{CaptionAccuracy, CaptionSample, caption_held_out};
@@ -38,6 +39,8 @@ pub use generation::{
     to_tensor,
 };
 pub use pipeline::{BenchProgress, run_benchmark};
-pub use plots::{Series, metric_series, plot_alignment, plot_loss_curves, plot_scores};
+pub use plots::{
+    Series, metric_series, plot_alignment, plot_alignment_training, plot_loss_curves, plot_scores,
+};
 pub use preset::{BenchPreset, ModelShape, StageSettings};
 pub use report::{ArmRow, ArmScores, BenchReport, Spread};

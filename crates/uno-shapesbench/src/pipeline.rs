@@ -14,7 +14,8 @@
 //!                                  held-out prompt) and alignment.jsonl
 //! out/ground_truth.png             the judged ground truth, as the grids
 //! out/results.md, results.json     the report
-//! out/loss_curves.svg, scores.svg, alignment.svg, alignment.jsonl
+//! out/loss_curves.svg, scores.svg, alignment.svg, alignment.jsonl,
+//!     alignment_training.svg (each arm's mean cosine over the layers at its evaluations)
 //! ```
 
 use std::path::Path;
@@ -33,9 +34,12 @@ use uno_core::train::{
 use uno_core::vae::Codec;
 
 use crate::alignment::{
-    AlignmentRecord, Phase, alignment_series, held_out_alignment, write_alignment,
+    AlignmentRecord, Phase, alignment_series, held_out_alignment, training_alignment,
+    write_alignment,
 };
-use crate::plots::{Series, metric_series, plot_alignment, plot_loss_curves, plot_scores};
+use crate::plots::{
+    Series, metric_series, plot_alignment, plot_alignment_training, plot_loss_curves, plot_scores,
+};
 use crate::{
     Arm, ArmScores, BenchError, BenchPreset, BenchReport, GroundTruth, ModelImages,
     caption_held_out, judge_prompts, to_tensor,
@@ -135,6 +139,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
 
     let mut runs = Vec::new();
     let mut curves = Vec::new();
+    let mut during = Vec::new();
     for &seed in &preset.seeds {
         for &arm in &preset.arms {
             step(format!("{} (seed {seed})", arm.label()), &mut done);
@@ -159,6 +164,10 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 label: format!("{} (seed {seed})", arm.label()),
                 points: metric_series(&dir.join("metrics.jsonl"), "flow")?,
             });
+            if seed == preset.seeds[0] {
+                let label = arm.label().to_string();
+                during.extend(training_alignment(&dir.join("metrics.jsonl"), &label)?);
+            }
 
             let loaded = Loaded::<B::InnerBackend>::open(&dir, device)?;
             let judged = judge_prompts(
@@ -221,6 +230,9 @@ pub fn run_benchmark<B: AutodiffBackend>(
     if !alignment.is_empty() {
         write_alignment(&out.join("alignment.jsonl"), &alignment)?;
         plot_alignment(&alignment_series(&alignment), &out.join("alignment.svg"))?;
+    }
+    if !during.is_empty() {
+        plot_alignment_training(&during, &out.join("alignment_training.svg"))?;
     }
     report.wall_time_s = Some(start.elapsed().as_secs_f64());
     report.write(out)?;
@@ -329,6 +341,8 @@ fn stage_config(
         overrides.extend([
             "loss.text=0".into(),
             "model.trainable=\"generation\"".into(),
+            // Figure 8 during training: the gradient alignment at every evaluation.
+            "diagnostics.alignment=true".into(),
         ]);
     }
     let config = base

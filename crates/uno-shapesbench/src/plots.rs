@@ -152,6 +152,17 @@ pub fn plot_alignment(series: &[Series], path: &Path) -> Result<(), BenchError> 
     )
 }
 
+/// Gradient cosines during training, one line per arm and term (x: the step).
+pub fn plot_alignment_training(series: &[Series], path: &Path) -> Result<(), BenchError> {
+    plot_lines(
+        series,
+        "cosine with the flow-matching gradient during training (mean over layers)",
+        ("step", "cosine"),
+        Some((-1.0, 1.0)),
+        path,
+    )
+}
+
 /// The overall score per arm as bars (mean over seeds, a whisker of one standard
 /// deviation each way), with the ground truth's accuracy as a line.
 pub fn plot_scores(report: &BenchReport, path: &Path) -> Result<(), BenchError> {

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use burn::tensor::{ElementConversion, backend::Backend};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use super::{BatchFill, PackedBatches, TrainBatch, UnoTrainee};
-use crate::bagel::{BagelError, LossNormalization, UnoBatch};
+use super::{Ablation, BatchFill, PackedBatches, TrainBatch, UnoTrainee, gradient_alignment};
+use crate::bagel::{BagelError, LossNormalization, UnoBatch, UnoObjective};
 use crate::data::Dataset;
 use crate::objectives::ConditionDropoutConfig;
+use crate::objectives::UnoLossConfig;
 use crate::packing::PackingConfig;
 use crate::trainer::{BoxError, DataSource, TrainRng};
 use crate::vae::{CachedCodec, LatentCache};
@@ -93,5 +95,61 @@ impl<B: Backend> HeldOut<B> {
             .zip(sums)
             .map(|(name, sum)| (format!("{prefix}{name}"), sum / n))
             .collect())
+    }
+}
+
+impl<B: AutodiffBackend> HeldOut<B> {
+    /// The gradient diagnostics of the paper's Figure 8 ([`gradient_alignment`]) on the
+    /// first batch, as named values: per decoder layer `i`, `{prefix}caption_l{i}` and
+    /// `{prefix}visual_l{i}` (the cosine of each term's generation-expert gradient with the
+    /// flow-matching one; left out when undefined) and `{prefix}flow_norm_l{i}`.
+    ///
+    /// Every run is measured on the joint objective's terms (caption and visual on,
+    /// unweighted), whatever it trains with, so that an SFT run's figures compare with a
+    /// joint run's. The weights are not changed; three forwards and backwards.
+    pub fn alignment(
+        &self,
+        trainee: &UnoTrainee<B>,
+        prefix: &str,
+    ) -> Result<Vec<(String, f64)>, BagelError> {
+        let Some(batch) = self.batches.first() else {
+            return Ok(Vec::new());
+        };
+        let (caption, visual) = Ablation::Joint.weights();
+        let objective = UnoObjective {
+            loss: UnoLossConfig {
+                caption,
+                visual,
+                ..trainee.objective.loss.config().clone()
+            }
+            .init()?,
+            ..trainee.objective.clone()
+        };
+        let layers = gradient_alignment(
+            &trainee.model,
+            UnoBatch {
+                pack: &batch.pack,
+                images: &batch.images,
+                vit_targets: &batch.vit_targets,
+                noise_seed: self.seed,
+                normalization: LossNormalization::PerPack,
+            },
+            &CachedCodec {
+                codec: &trainee.codec,
+                cache: &self.latents,
+            },
+            &objective,
+        )?;
+        let mut values = Vec::new();
+        for layer in layers {
+            let i = layer.layer;
+            values.push((format!("{prefix}flow_norm_l{i}"), layer.flow_norm));
+            for (term, figures) in [("caption", layer.caption), ("visual", layer.visual)] {
+                if let Some(cosine) = figures.and_then(|t| t.cosine) {
+                    values.push((format!("{prefix}{term}_l{i}"), cosine));
+                }
+            }
+        }
+        Ok(values)
     }
 }

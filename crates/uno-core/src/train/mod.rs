@@ -32,7 +32,9 @@ pub use run::{
     HELD_OUT_SEED, ModelSource, RunReport, RunSpec, ShapesBenchData, TOKENIZER_FILE, TrainData,
     devices, run, run_parallel,
 };
-pub use run_config::{DataSettings, LossWeights, ModelSettings, RunConfig, Trainable};
+pub use run_config::{
+    DataSettings, DiagnosticsSettings, LossWeights, ModelSettings, RunConfig, Trainable,
+};
 pub use trainee::UnoTrainee;
 
 /// The paper's Table 7 loss ablations.

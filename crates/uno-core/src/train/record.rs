@@ -29,7 +29,7 @@ pub const RUN_INPUTS_FILE: &str = "run_inputs.json";
 
 /// Keys (or key prefixes ending in `.`) that may differ on resume: they never change an
 /// update.
-const FREE_KEYS: [&str; 8] = [
+const FREE_KEYS: [&str; 9] = [
     "output_dir",
     // Sharded optimizer state gives the same updates bit for bit.
     "optimizer.shard_state",
@@ -38,6 +38,7 @@ const FREE_KEYS: [&str; 8] = [
     "metrics.",
     "checkpoint.",
     "guards.",
+    "diagnostics.",
     "inputs.eval",
     "iterations",
 ];
@@ -220,6 +221,7 @@ mod tests {
                 "output_dir=\"elsewhere\"",
                 "guards.divergence_factor=0",
                 "optimizer.shard_state=true",
+                "diagnostics.alignment=true",
             ])
             .unwrap();
         assert!(

@@ -206,6 +206,7 @@ fn run_peer<B: AutodiffBackend>(
         lock,
         out,
         rejected_checkpoints,
+        alignment,
     } = ready;
     let writer = peer.as_ref().is_none_or(Peer::is_writer);
     let mut trainer = match peer {
@@ -219,8 +220,8 @@ fn run_peer<B: AutodiffBackend>(
         trainer.set_stop_flag(flag);
     }
     let summary = match prepared {
-        Prepared::Manifest(train, eval) => fit(&mut trainer, train, eval.as_ref())?,
-        Prepared::Synthetic(train, eval) => fit(&mut trainer, train, Some(&eval))?,
+        Prepared::Manifest(train, eval) => fit(&mut trainer, train, eval.as_ref(), alignment)?,
+        Prepared::Synthetic(train, eval) => fit(&mut trainer, train, Some(&eval), alignment)?,
     };
     // The trained model as a folder `ModelSource::Folder` can load (still under the lock).
     let _lock = trainer.take_lock();
@@ -259,6 +260,8 @@ struct Ready<B: AutodiffBackend> {
     lock: Option<RunLock>,
     out: PathBuf,
     rejected_checkpoints: Vec<(PathBuf, String)>,
+    /// Whether evaluations log the gradient alignment (`diagnostics.alignment`).
+    alignment: bool,
 }
 
 /// Everything before the training: checks, model, data (shard `rank` of `peers` when
@@ -368,8 +371,14 @@ fn prepare<B: AutodiffBackend>(
             Prepared::Manifest(train, eval)
         }
         _ => {
+            // The alignment diagnostics measure the caption and visual terms whatever the
+            // run trains: their held-out batches carry both splits.
+            let (caption, visual) = match config.diagnostics.alignment {
+                true => (true, true),
+                false => supervision,
+            };
             let unseen = unseen
-                .with_supervision(supervision.0, supervision.1)
+                .with_supervision(caption, visual)
                 .with_transforms(transforms);
             let eval = held_out(unseen, &config, &packing, device)?;
             Prepared::Synthetic(batches(synthetic, &config, &packing, device, shard), eval)
@@ -410,6 +419,7 @@ fn prepare<B: AutodiffBackend>(
         Trainer::new(config.trainer.clone(), trainee, device.clone())?
     };
     let rejected_checkpoints = trainer.rejected_checkpoints().to_vec();
+    let alignment = config.diagnostics.alignment;
     if !writer {
         return Ok(Ready {
             trainer,
@@ -417,6 +427,7 @@ fn prepare<B: AutodiffBackend>(
             lock,
             out,
             rejected_checkpoints,
+            alignment,
         });
     }
 
@@ -444,6 +455,7 @@ fn prepare<B: AutodiffBackend>(
         lock,
         out,
         rejected_checkpoints,
+        alignment,
     })
 }
 
@@ -587,11 +599,13 @@ fn held_out<B: AutodiffBackend, D: Dataset>(
 }
 
 /// Train; every `metrics.eval_every` steps evaluate the model and its EMA on `held_out`
-/// (`eval_*` and `ema_eval_*` lines in metrics.jsonl).
+/// (`eval_*` and `ema_eval_*` lines in metrics.jsonl), and with `alignment` the model's
+/// gradient alignment (`align_*`).
 fn fit<B: AutodiffBackend, D: Dataset>(
     trainer: &mut Trainer<B, UnoTrainee<B>>,
     mut data: PackedBatches<D, B>,
     held_out: Option<&HeldOut<B>>,
+    alignment: bool,
 ) -> Result<TrainSummary, RunError> {
     let Some(held_out) = held_out else {
         return Ok(trainer.fit(&mut data, None)?);
@@ -599,6 +613,9 @@ fn fit<B: AutodiffBackend, D: Dataset>(
     let mut hook = |_step: u64, model: &UnoTrainee<B>, ema: &UnoTrainee<B>| {
         let mut values = held_out.evaluate(model, "eval_")?;
         values.extend(held_out.evaluate(ema, "ema_eval_")?);
+        if alignment {
+            values.extend(held_out.alignment(model, "align_")?);
+        }
         Ok(values)
     };
     Ok(trainer.fit(&mut data, Some(&mut hook))?)

@@ -1,6 +1,7 @@
 //! [`RunConfig`]: one TOML file describes a UNO run: the generic trainer's settings
 //! ([`TrainConfig`], flattened: `iterations`, `[optimizer]`, `[schedule]`, ...) and the
-//! settings of the model side that the trainer never reads (`[loss]`, `[model]`, `[data]`).
+//! settings of the model side that the trainer never reads (`[loss]`, `[model]`, `[data]`,
+//! `[diagnostics]`).
 //!
 //! Loading order: defaults (paper appendix A, Table 11), then the file (unknown keys are
 //! errors, in either part), then `key=value` overrides ([`apply_overrides`]), then
@@ -39,6 +40,22 @@ pub struct RunConfig {
     pub model: ModelSettings,
     /// `[data]`: how micro-batches are made.
     pub data: DataSettings,
+    /// `[diagnostics]`: measurements logged with the evaluations.
+    pub diagnostics: DiagnosticsSettings,
+}
+
+/// Measurements logged with each evaluation (`metrics.eval_every`, in `metrics.jsonl`'s
+/// `eval` lines). They never change an update, so they may change on resume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosticsSettings {
+    /// The per-layer gradient alignment of the paper's Figure 8 on the first held-out
+    /// batch ([`super::HeldOut::alignment`]: `align_caption_l{i}`, `align_visual_l{i}`,
+    /// `align_flow_norm_l{i}`), at every evaluation. Costs three forwards and backwards of
+    /// that batch per evaluation. The embedded data's held-out scenes then carry both
+    /// supervision splits even when the run trains neither (an SFT run's figures compare
+    /// with a joint run's); a held-out manifest carries the splits the run trains with.
+    pub alignment: bool,
 }
 
 /// Weights of the auxiliary losses: `L = L_fm + caption * L_cap + visual * L_vis + text *
@@ -161,11 +178,11 @@ impl Default for DataSettings {
 }
 
 /// The file's tables that belong to the model side; every other key is the trainer's.
-const MODEL_SIDE: [&str; 3] = ["loss", "model", "data"];
+const MODEL_SIDE: [&str; 4] = ["loss", "model", "data", "diagnostics"];
 
 impl<'de> Deserialize<'de> for RunConfig {
-    /// Split the file's keys between the two parts: `[loss]`, `[model]` and `[data]` are
-    /// the model side's, everything else goes to [`TrainConfig`], which rejects unknown
+    /// Split the file's keys between the two parts: `[loss]`, `[model]`, `[data]` and
+    /// `[diagnostics]` are the model side's, everything else goes to [`TrainConfig`], which rejects unknown
     /// keys (serde's `flatten` cannot be combined with `deny_unknown_fields`).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
@@ -179,11 +196,12 @@ impl<'de> Deserialize<'de> for RunConfig {
             }
         }
         let mut table = toml::Table::deserialize(deserializer)?;
-        let [loss, model, data] = MODEL_SIDE;
+        let [loss, model, data, diagnostics] = MODEL_SIDE;
         Ok(Self {
             loss: part(&mut table, loss)?,
             model: part(&mut table, model)?,
             data: part(&mut table, data)?,
+            diagnostics: part(&mut table, diagnostics)?,
             trainer: toml::Value::Table(table)
                 .try_into()
                 .map_err(D::Error::custom)?,

@@ -3,15 +3,19 @@
 //! listed field by field, not through the library's visitor.
 
 use burn::backend::Autodiff;
-use burn::module::Param;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor, TensorData};
 use uno_core::bagel::{Bagel, BagelConfig, LossNormalization, UnoBatch, UnoObjective};
 use uno_core::data::{Dataset, SyntheticConfig, SyntheticScenes};
+use uno_core::objectives::ConditionDropoutConfig;
 use uno_core::objectives::{UnoLossConfig, UnoLossOutput};
 use uno_core::packing::PackedSequence;
-use uno_core::train::{ExpertGradients, gradient_alignment};
-use uno_core::vae::PixelCodec;
+use uno_core::train::{
+    BatchFill, ExpertGradients, HeldOut, PackedBatches, UnoTrainee, gradient_alignment,
+};
+use uno_core::trainer::{DataSource, TrainRng};
+use uno_core::vae::{Codec, PixelCodec};
 use uno_testing::to_vec;
 
 struct Fixture<B: Backend> {
@@ -202,10 +206,105 @@ fn disabled_terms_are_not_reported<B: AutodiffBackend>() {
     }
 }
 
+/// The evaluation hook's figures (`diagnostics.alignment`): [`gradient_alignment`] of the
+/// held-out set's first batch (packed as the data source packs it, under the set's noise
+/// seed) with the joint terms on, named per layer; a run that trains neither term (SFT)
+/// gets the same figures as a joint run.
+fn held_out_alignment_measures_the_joint_terms<B: AutodiffBackend>() {
+    let f = fixture::<B>();
+    // Burn draws a parameter's initial values at its first use, and a clone of a parameter
+    // not used yet draws its own: use them all before the model is cloned.
+    f.model.visit(&mut Materialise);
+    let set = || {
+        SyntheticScenes::new(SyntheticConfig {
+            len: 3,
+            image_size: 16,
+            max_shapes: 3,
+            seed: 5,
+        })
+        .unwrap()
+    };
+    let config = BagelConfig::tiny(set().tokenizer().vocab_size(), set().special_tokens());
+    let device = B::Device::default();
+    let (fill, seed) = (BatchFill::Samples(3), 23);
+    let held_out =
+        HeldOut::<B>::new(set(), 1, fill, config.packing(), device.clone(), seed).unwrap();
+    let sft = UnoLossConfig::new().with_caption(0.0).with_visual(0.0);
+    let trainee = |loss: UnoLossConfig| {
+        let objective = UnoObjective {
+            loss: loss.init().unwrap(),
+            ..f.objective.clone()
+        };
+        UnoTrainee::new(f.model.clone(), objective).with_codec(Codec::pixel())
+    };
+    let got = held_out.alignment(&trainee(sft), "align_").unwrap();
+    let joint = held_out
+        .alignment(&trainee(UnoLossConfig::new()), "align_")
+        .unwrap();
+    assert_eq!(got, joint);
+
+    let no_dropout = ConditionDropoutConfig::new()
+        .with_text(0.0)
+        .with_vit(0.0)
+        .with_vae(0.0);
+    let batch = PackedBatches::<_, B>::new(set(), fill, config.packing(), no_dropout, device)
+        .batch(0, &mut TrainRng::new(0))
+        .unwrap();
+    let want = gradient_alignment(
+        &f.model,
+        UnoBatch {
+            pack: &batch.pack,
+            images: &batch.images,
+            vit_targets: &batch.vit_targets,
+            noise_seed: seed,
+            normalization: LossNormalization::PerPack,
+        },
+        &PixelCodec,
+        &f.objective,
+    )
+    .unwrap();
+    let mut names = Vec::new();
+    for layer in &want {
+        let i = layer.layer;
+        let value = |name: &str| {
+            got.iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("no {name} in {got:?}"))
+                .1
+        };
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1e-3);
+        let flow = value(&format!("align_flow_norm_l{i}"));
+        assert!(close(flow, layer.flow_norm), "layer {i}: {flow}");
+        for (term, figures) in [("caption", layer.caption), ("visual", layer.visual)] {
+            let cosine = figures.and_then(|t| t.cosine).unwrap();
+            let logged = value(&format!("align_{term}_l{i}"));
+            assert!(
+                close(logged, cosine),
+                "layer {i} {term}: {logged} vs {cosine}"
+            );
+        }
+        names.extend(["flow_norm", "caption", "visual"].map(|n| format!("align_{n}_l{i}")));
+    }
+    let mut logged: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    logged.sort();
+    names.sort();
+    assert_eq!(logged, names);
+}
+
+/// Draws every lazily initialised parameter of the module it visits.
+struct Materialise;
+
+impl<B: Backend> ModuleVisitor<B> for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
 fn gradient_alignment_tests<B: Backend>() {
     alignment_matches_host_cosines::<Autodiff<B>>();
     scaled_copies_are_aligned::<Autodiff<B>>();
     disabled_terms_are_not_reported::<Autodiff<B>>();
+    held_out_alignment_measures_the_joint_terms::<Autodiff<B>>();
 }
 
 uno_testing::backend_tests!(gradient_alignment_tests);

@@ -4,7 +4,7 @@ use uno_core::data::shapes::{BenchScores, Category};
 use uno_core::train::{LayerAlignment, TermAlignment};
 use uno_shapesbench::{
     AlignmentRecord, Arm, ArmScores, BenchReport, Phase, Series, alignment_series, metric_series,
-    plot_alignment, plot_loss_curves, plot_scores,
+    plot_alignment, plot_alignment_training, plot_loss_curves, plot_scores, training_alignment,
 };
 
 #[test]
@@ -32,6 +32,46 @@ fn metric_series_reads_loss_components_and_eval_lines() {
     std::fs::write(&path, "{\"step\":1}\nnot json\n").unwrap();
     let err = metric_series(&path, "loss").unwrap_err();
     assert!(err.to_string().contains(":2:"), "{err}");
+}
+
+/// The cosines logged at evaluations, averaged over layers by hand: step 2 (0.5 + 0.25) /
+/// 2; step 4 (-0.5 + 0.0) / 2; a step where one layer's cosine is missing is left out.
+#[test]
+fn training_alignment_averages_the_layers_per_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.jsonl");
+    std::fs::write(
+        &path,
+        concat!(
+            r#"{"step":1,"lr":0.1,"loss":2.5,"components":{"flow":2.0}}"#,
+            "\n",
+            r#"{"step":2,"eval":{"align_caption_l0":0.5,"align_caption_l1":0.25,"align_visual_l0":0.1}}"#,
+            "\n",
+            r#"{"step":4,"eval":{"align_caption_l0":-0.5,"align_caption_l1":0.0,"align_visual_l0":0.3,"align_visual_l1":0.5}}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let series = training_alignment(&path, "joint").unwrap();
+    assert_eq!(
+        series,
+        [
+            Series {
+                label: "joint: caption".into(),
+                points: vec![(2.0, 0.375), (4.0, -0.25)],
+            },
+            Series {
+                label: "joint: visual".into(),
+                points: vec![(4.0, 0.4)],
+            },
+        ]
+    );
+    let svg = dir.path().join("during.svg");
+    plot_alignment_training(&series, &svg).unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("joint: caption") && text.contains("during training"));
+    std::fs::write(&path, "{\"step\":1,\"loss\":1.0}\n").unwrap();
+    assert!(training_alignment(&path, "sft").unwrap().is_empty());
 }
 
 #[test]
