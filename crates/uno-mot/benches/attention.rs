@@ -24,38 +24,15 @@
 //! | 2048 | 2325 MiB, 17.3 s | 128 MiB, 10.4 s |
 //! | 4096 | (skipped, ~9 GiB) | 256 MiB, 35.1 s |
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use uno_mot::{AttentionImpl, AttnSegment, JointAttention, SampleAttention};
-
-/// The system allocator, counting live bytes and their peak.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        ptr
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
+use uno_testing::{PeakAlloc, peak_heap_of};
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: PeakAlloc = PeakAlloc;
 
 type B = Autodiff<Flex>;
 
@@ -116,10 +93,7 @@ fn benches(c: &mut Criterion) {
             let attention =
                 JointAttention::<B>::new(&samples, len, HEADS, KV_HEADS, implementation, &device)
                     .expect("valid attention");
-            let before = LIVE.load(Ordering::Relaxed);
-            PEAK.store(before, Ordering::Relaxed);
-            step(&attention, &q, &k, &v);
-            let peak = PEAK.load(Ordering::Relaxed) - before;
+            let ((), peak) = peak_heap_of(|| step(&attention, &q, &k, &v));
             eprintln!(
                 "{name} L={len}: peak heap of one step {:.1} MiB",
                 peak as f64 / (1 << 20) as f64

@@ -31,19 +31,16 @@
 //! # Training memory
 //! The blockwise attention keeps `O(L)` per layer for the backward instead of
 //! `heads x L^2` ([`attention`]). The other activations of a layer (projections, MLP) are
-//! still kept: per-layer activation checkpointing (keep each layer's input, recompute the
-//! layer in the backward) is NOT implemented, because Burn 0.21's autodiff cannot run a
-//! backward pass inside a backward step. The recompute would be a custom op whose backward
-//! rebuilds the layer on fresh leaves and calls `backward()` on it; that nested call ends in
-//! `GraphCleaner::cleanup_orphaned_entries` (burn-autodiff `runtime/graph.rs`), which locks
-//! the mutex of every live graph, including the outer one that
-//! `AutodiffServer::execute_steps` holds while it runs our step: a self-deadlock (observed,
-//! not only read). Writing the layer's backward by hand instead would duplicate autodiff for
-//! RMSNorm, RoPE, routing and SwiGLU. What works today: Burn's per-op
-//! `Autodiff<B, BalancedCheckpointing>` (recomputes memory-bound ops, keeps matmul outputs;
-//! the blockwise node supports it), or a layer-by-layer backward driven from outside the
-//! graph (forward without autodiff keeping layer inputs, then one `backward()` per layer in
-//! reverse order, feeding each layer's input gradient to the previous one).
+//! kept too, unless the layers are checkpointed: [`MotModel::forward_taped`] keeps only each
+//! layer's input and [`DecoderTape::backward`] recomputes the layers one at a time in the
+//! backward. That backward is driven from outside the graph (one `backward()` per layer,
+//! in reverse order, each layer's input gradient feeding the previous one), because Burn
+//! 0.21's autodiff cannot run a backward pass inside a backward step: a custom op whose
+//! backward rebuilds the layer and calls `backward()` on it deadlocks, since burn-autodiff
+//! holds its global graph lock (`runtime/graph.rs`, `GraphCleaner`) for the whole outer
+//! backward while the inner one needs it to register its first node (observed, not only
+//! read). Burn's per-op `Autodiff<B, BalancedCheckpointing>` (recomputes memory-bound ops,
+//! keeps matmul outputs; the blockwise node supports it) is the other, weaker option.
 
 #![warn(missing_docs)]
 
@@ -61,5 +58,5 @@ pub use attention::{AttentionImpl, AttnSegment, JointAttention, SampleAttention}
 pub use config::MotConfig;
 pub use error::MotError;
 pub use layers::{ExpertLayer, Mlp, SelfAttnProj};
-pub use model::{CacheWrite, KvCache, MotLayer, MotModel};
+pub use model::{CacheWrite, DecoderTape, KvCache, MotLayer, MotModel};
 pub use routing::Routing;

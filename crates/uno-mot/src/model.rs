@@ -12,6 +12,10 @@ use crate::layers::{ExpertLayer, normalize, rms_norm};
 use crate::rope::{HeadRope, RopeTables};
 use crate::{MotConfig, MotError, Routing};
 
+mod tape;
+
+pub use tape::DecoderTape;
+
 /// One decoder layer: the understanding expert's and the generation expert's parameters.
 /// The attention is shared (computed jointly over both experts' Q/K/V).
 #[derive(Module, Debug)]
@@ -62,7 +66,11 @@ struct LayerRope<B: Backend> {
 
 impl<B: Backend> LayerRope<B> {
     /// Tables in `dtype`, the activations' type (the angles are f32 either way).
-    fn new(position_ids: Tensor<B, 1, Int>, model: &MotModel<B>, dtype: FloatDType) -> Self {
+    fn new<M: Backend>(
+        position_ids: Tensor<B, 1, Int>,
+        model: &MotModel<M>,
+        dtype: FloatDType,
+    ) -> Self {
         let tables = RopeTables::new(position_ids, model.head_dim, model.rope_theta);
         let tables = RopeTables {
             cos: tables.cos.cast(dtype),

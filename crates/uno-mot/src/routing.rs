@@ -6,7 +6,7 @@
 //! Only the joint attention needs *sequence order*; each layer does one differentiable
 //! `select` into sequence order (for q/k/v) and one back (for the attention output).
 
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::MotError;
@@ -141,6 +141,21 @@ impl<B: Backend> Routing<B> {
             to_expert: self.to_expert.to_device(device),
             to_seq: self.to_seq.to_device(device),
             ..self
+        }
+    }
+
+    /// The same routing on the autodiff backend's inner backend (the index tensors carry
+    /// no graph), for work done outside the graph ([`crate::DecoderTape`]).
+    pub fn inner(&self) -> Routing<B::InnerBackend>
+    where
+        B: AutodiffBackend,
+    {
+        Routing {
+            len: self.len,
+            n_und: self.n_und,
+            to_expert: self.to_expert.clone().inner(),
+            to_seq: self.to_seq.clone().inner(),
+            identity: self.identity,
         }
     }
 

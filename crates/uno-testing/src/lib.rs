@@ -12,12 +12,15 @@
 //! * [`fuzz`] runs a fuzz target on proptest-generated inputs: a seeded pass in CI, a timed
 //!   random run with `UNO_FUZZ_SECONDS`.
 
+mod alloc;
 mod fixture;
 mod fuzz;
 
+pub use alloc::{PeakAlloc, peak_heap_of};
 pub use fixture::Fixture;
 pub use fuzz::{CI_CASES, CI_SEED, SECONDS_VAR, fuzz};
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Tensor, backend::Backend};
 
 /// Instantiate generic test functions for every enabled backend.
@@ -75,6 +78,19 @@ pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
             (a - e).abs()
         );
     }
+}
+
+/// Draw every lazily initialised parameter of `module` now. Burn draws a parameter's
+/// initial values at its first use, and a clone of a parameter not used yet draws its own:
+/// a test that clones a freshly initialised model and compares the copies calls this first.
+pub fn materialise<B: Backend, M: Module<B>>(module: &M) {
+    struct Materialise;
+    impl<B: Backend> ModuleVisitor<B> for Materialise {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Materialise);
 }
 
 /// Read a float tensor back to the host as `f32`, whatever the backend's float element.

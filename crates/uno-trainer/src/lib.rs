@@ -123,6 +123,7 @@ pub mod rng;
 pub mod schedule;
 pub mod stop;
 pub mod summary;
+pub mod surrogate;
 pub mod trainer;
 
 pub use config::{
@@ -140,4 +141,5 @@ pub use rng::TrainRng;
 pub use schedule::LrSchedule;
 pub use stop::install_stop_signals;
 pub use summary::TrainSummary;
+pub use surrogate::loss_with_gradients;
 pub use trainer::{EvalHook, Trainer};

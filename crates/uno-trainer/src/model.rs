@@ -73,7 +73,8 @@ pub trait TrainStep<B: AutodiffBackend>: AutodiffModule<B> + Sized {
     }
 
     /// The loss of one micro-batch (the trainer averages or sums micro-batches, see
-    /// [`Self::loss_counts`], and differentiates).
+    /// [`Self::loss_counts`], and differentiates). A model that computes its gradients
+    /// itself returns [`crate::loss_with_gradients`] of them.
     fn forward_step(
         &self,
         batch: Self::Batch,

@@ -1,12 +1,12 @@
 //! The UNO forward of a packed batch: embed every token group, run the MoT decoder once,
 //! and compute flow matching, caption CE and metaquery regression on the same sequence.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, backend::Backend};
 use rand::RngCore;
 
 use super::pack_attention;
 use super::{Bagel, BagelConfig, BagelError};
-use crate::mot::Routing;
+use crate::mot::{MotError, MotModel, Routing, SampleAttention};
 use crate::objectives::{
     FlowNoise, FlowSlot, LossCounts, UnoLoss, UnoLossInputs, UnoLossOutput, pool_target_tokens,
 };
@@ -134,6 +134,36 @@ impl<B: Backend> Bagel<B> {
         codec: &impl LatentCodec<B>,
         objective: &UnoObjective,
     ) -> Result<UnoForward<B>, BagelError> {
+        let (forward, ()) = self.uno_forward_via(
+            batch,
+            noise,
+            codec,
+            objective,
+            |decoder, hidden, routing, positions, masks| {
+                Ok((decoder.forward(hidden, routing, positions, masks)?, ()))
+            },
+        )?;
+        Ok(forward)
+    }
+
+    /// [`Self::uno_forward_with_noise`] with the decoder run by `decoder` (given the
+    /// decoder, its input rows, the routing, the position ids and the attention of each
+    /// sample; it returns the output rows and what else it keeps, returned alongside):
+    /// the plain forward, or the one that tapes its layers (`Bagel::uno_forward_taped`).
+    pub(super) fn uno_forward_via<T>(
+        &self,
+        batch: UnoBatch<'_, B>,
+        noise: &FlowNoise,
+        codec: &impl LatentCodec<B>,
+        objective: &UnoObjective,
+        decoder: impl FnOnce(
+            &MotModel<B>,
+            Tensor<B, 2>,
+            &Routing<B>,
+            Tensor<B, 1, Int>,
+            &[SampleAttention],
+        ) -> Result<(Tensor<B, 2>, T), MotError>,
+    ) -> Result<(UnoForward<B>, T), BagelError> {
         let UnoBatch {
             pack,
             images,
@@ -171,9 +201,7 @@ impl<B: Backend> Bagel<B> {
             Routing::from_indices(&pack.und_indexes, &pack.gen_indexes, pack.len, &device)?;
         let masks = pack_attention(pack)?;
         let positions = index_tensor::<B>(&pack.position_ids, &device);
-        let hidden = self
-            .language_model
-            .forward(hidden, &routing, positions, &masks)?;
+        let (hidden, kept) = decoder(&self.language_model, hidden, &routing, positions, &masks)?;
 
         let weights = objective.loss.config();
         let rows = |indexes: &[usize]| {
@@ -203,7 +231,7 @@ impl<B: Backend> Bagel<B> {
                 objective.loss.forward_global(inputs, totals, 1.0)?
             }
         };
-        Ok(UnoForward { loss, hidden })
+        Ok((UnoForward { loss, hidden }, kept))
     }
 
     /// The decoder's input rows `[pack.len, hidden]` in sequence order: token embeddings

@@ -14,6 +14,7 @@ pub mod keys;
 mod mask;
 mod model;
 mod precision;
+mod taped;
 mod vit;
 
 pub use config::{BagelConfig, CodecConfig};
@@ -23,4 +24,5 @@ pub use io::{AE_FILE, METAQUERY_KEY, UNO_CONFIG, load_flux_ae, save_codec, weigh
 pub use mask::{pack_attention, sample_attention};
 pub use model::Bagel;
 pub use precision::Precision;
+pub use taped::LayerTape;
 pub use vit::vit_tokens_to_llm;

@@ -412,6 +412,12 @@ fn prepare<B: AutodiffBackend>(
         .with_codec(codec)
         .with_latent_cache(config.data.latent_cache_mib.saturating_mul(1 << 20))
         .with_trainable(config.model.trainable)
+        .with_layer_checkpointing(
+            config
+                .model
+                .checkpoint_layers
+                .then_some(config.model.checkpoint_above_tokens),
+        )
         .with_precision(config.model.precision);
     let trainer = if resume {
         Trainer::resume_or_new(config.trainer.clone(), trainee, device.clone())?

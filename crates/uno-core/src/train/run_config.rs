@@ -111,6 +111,13 @@ pub struct ModelSettings {
     /// Which weights train: `"generation"` (UNO post-training, default) or `"all"`
     /// (pretraining from scratch; f32 only) ([`Trainable`]).
     pub trainable: Trainable,
+    /// Per-layer activation checkpointing: keep each decoder layer's input only and
+    /// recompute the layer in the backward (one more forward of the decoder per step), for
+    /// packs of more than [`Self::checkpoint_above_tokens`] tokens. Default on.
+    pub checkpoint_layers: bool,
+    /// The pack length above which [`Self::checkpoint_layers`] applies (default 2048:
+    /// a paper-sized sample of ~3.9k tokens is checkpointed, the tiny runs are not).
+    pub checkpoint_above_tokens: usize,
 }
 
 /// How micro-batches are made.
@@ -157,6 +164,8 @@ impl Default for ModelSettings {
             supervision_visibility: SupervisionVisibility::NoisedTargetOnly,
             precision: Precision::F32,
             trainable: Trainable::Generation,
+            checkpoint_layers: true,
+            checkpoint_above_tokens: 2048,
         }
     }
 }

@@ -10,7 +10,7 @@ use super::{TrainBatch, Trainable};
 use crate::bagel::{Bagel, LossNormalization, Precision, UnoBatch, UnoObjective};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
 use crate::objectives::{LossCounts, UnoLossConfig};
-use crate::trainer::{BoxError, StepContext, StepOutput, TrainStep};
+use crate::trainer::{BoxError, StepContext, StepOutput, TrainStep, loss_with_gradients};
 use crate::vae::{CachedCodec, Codec, FrozenCodec, LatentCache};
 
 /// The model being post-trained, its (frozen) codec and its objective.
@@ -35,6 +35,10 @@ pub struct UnoTrainee<B: Backend> {
     /// Which weights train ([`Self::with_trainable`]).
     #[module(skip)]
     pub trainable: Trainable,
+    /// Packs longer than this many tokens checkpoint every decoder layer
+    /// ([`Self::with_layer_checkpointing`]; `None`: never).
+    #[module(skip)]
+    pub checkpoint_above_tokens: Option<usize>,
 }
 
 impl<B: Backend> UnoTrainee<B> {
@@ -62,6 +66,7 @@ impl<B: Backend> UnoTrainee<B> {
             latent_cache: Arc::new(LatentCache::new(0)),
             precision: Precision::F32,
             trainable: Trainable::Generation,
+            checkpoint_above_tokens: None,
         }
     }
 
@@ -95,6 +100,18 @@ impl<B: Backend> UnoTrainee<B> {
     pub fn with_latent_cache(self, capacity_bytes: usize) -> Self {
         Self {
             latent_cache: Arc::new(LatentCache::new(capacity_bytes)),
+            ..self
+        }
+    }
+
+    /// Checkpoint every decoder layer of the packs longer than `above_tokens` tokens
+    /// (`None`: never): the forward keeps each layer's input only, and the backward
+    /// recomputes one layer at a time ([`crate::bagel::LayerTape`]). The gradients are the
+    /// plain forward's up to summation order; the activation memory of a layer drops to
+    /// its input.
+    pub fn with_layer_checkpointing(self, above_tokens: Option<usize>) -> Self {
+        Self {
+            checkpoint_above_tokens: above_tokens,
             ..self
         }
     }
@@ -142,23 +159,39 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
             }
             _ => LossNormalization::PerPack,
         };
-        let out = self.model.uno_forward(
-            UnoBatch {
-                pack: &batch.pack,
-                images: &batch.images,
-                vit_targets: &batch.vit_targets,
-                noise_seed: ctx.seed,
-                normalization,
-            },
-            // On the inner backend, the frozen codec records no graph; its posteriors are
-            // kept for later epochs.
-            &CachedCodec {
-                codec: FrozenCodec(self.codec.valid()),
-                cache: &self.latent_cache,
-            },
-            &self.objective,
-        )?;
-        let loss = out.loss;
+        let uno_batch = UnoBatch {
+            pack: &batch.pack,
+            images: &batch.images,
+            vit_targets: &batch.vit_targets,
+            noise_seed: ctx.seed,
+            normalization,
+        };
+        // On the inner backend, the frozen codec records no graph; its posteriors are kept
+        // for later epochs.
+        let codec = CachedCodec {
+            codec: FrozenCodec(self.codec.valid()),
+            cache: &self.latent_cache,
+        };
+        let checkpoint = self
+            .checkpoint_above_tokens
+            .is_some_and(|above| batch.pack.len > above);
+        let loss = match checkpoint {
+            false => {
+                self.model
+                    .uno_forward(uno_batch, &codec, &self.objective)?
+                    .loss
+            }
+            true => {
+                let (out, tape) =
+                    self.model
+                        .uno_forward_taped(uno_batch, &codec, &self.objective)?;
+                let mut loss = out.loss;
+                let grads = tape.gradients(&self.model, loss.total.clone())?;
+                loss.total = loss_with_gradients(&self.model, loss.total, &grads);
+                loss
+            }
+        };
+
         let tokens = batch.pack.composition();
         Ok(StepOutput {
             loss: loss.total,

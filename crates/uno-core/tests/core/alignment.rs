@@ -3,7 +3,7 @@
 //! listed field by field, not through the library's visitor.
 
 use burn::backend::Autodiff;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Param;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor, TensorData};
 use uno_core::bagel::{Bagel, BagelConfig, LossNormalization, UnoBatch, UnoObjective};
@@ -212,9 +212,8 @@ fn disabled_terms_are_not_reported<B: AutodiffBackend>() {
 /// gets the same figures as a joint run.
 fn held_out_alignment_measures_the_joint_terms<B: AutodiffBackend>() {
     let f = fixture::<B>();
-    // Burn draws a parameter's initial values at its first use, and a clone of a parameter
-    // not used yet draws its own: use them all before the model is cloned.
-    f.model.visit(&mut Materialise);
+    // The model is cloned below: its lazily initialised weights are drawn first.
+    uno_testing::materialise(&f.model);
     let set = || {
         SyntheticScenes::new(SyntheticConfig {
             len: 3,
@@ -241,7 +240,16 @@ fn held_out_alignment_measures_the_joint_terms<B: AutodiffBackend>() {
     let joint = held_out
         .alignment(&trainee(UnoLossConfig::new()), "align_")
         .unwrap();
-    assert_eq!(got, joint);
+    // The same figures, up to the summation order of two backwards (ndarray's differ by
+    // about 1e-7); cosines live in [-1, 1], so the tolerance is absolute for them.
+    assert_eq!(got.len(), joint.len());
+    for ((name, a), (joint_name, b)) in got.iter().zip(&joint) {
+        assert_eq!(name, joint_name);
+        assert!(
+            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+            "{name}: {a} vs {b}"
+        );
+    }
 
     let no_dropout = ConditionDropoutConfig::new()
         .with_text(0.0)
@@ -272,7 +280,7 @@ fn held_out_alignment_measures_the_joint_terms<B: AutodiffBackend>() {
                 .unwrap_or_else(|| panic!("no {name} in {got:?}"))
                 .1
         };
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1e-3);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
         let flow = value(&format!("align_flow_norm_l{i}"));
         assert!(close(flow, layer.flow_norm), "layer {i}: {flow}");
         for (term, figures) in [("caption", layer.caption), ("visual", layer.visual)] {
@@ -289,15 +297,6 @@ fn held_out_alignment_measures_the_joint_terms<B: AutodiffBackend>() {
     logged.sort();
     names.sort();
     assert_eq!(logged, names);
-}
-
-/// Draws every lazily initialised parameter of the module it visits.
-struct Materialise;
-
-impl<B: Backend> ModuleVisitor<B> for Materialise {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let _ = param.val();
-    }
 }
 
 fn gradient_alignment_tests<B: Backend>() {

@@ -6,6 +6,7 @@ mod alignment;
 mod bagel;
 mod bagel_checkpoint;
 mod batches;
+mod checkpointing;
 mod embed;
 mod fixture;
 mod generate;

@@ -12,3 +12,4 @@ mod precision;
 mod reference;
 mod rope;
 mod stats;
+mod tape;
