@@ -20,10 +20,14 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use uno_mot::{AttnSegment, MotConfig, MotModel, Routing, SampleAttention};
+use uno_mot::{MotConfig, MotModel, Routing, SampleAttention};
 use uno_testing::{PeakAlloc, peak_heap_of};
+
+#[path = "common/text_image.rs"]
+mod text_image;
+use text_image::text_image;
 
 #[global_allocator]
 static ALLOCATOR: PeakAlloc = PeakAlloc;
@@ -49,34 +53,16 @@ fn config(layers: usize) -> MotConfig {
     .with_layers(layers)
 }
 
-/// Und tokens `0..len/2` (causal text), gen tokens `len/2..len` (an image that sees the
-/// text and itself, sharing one position id).
+/// A [`text_image`] sample of `len` tokens, its input rows and loss weights.
 fn step_inputs(len: usize, hidden: usize) -> Step {
     let device = Default::default();
-    let half = len / 2;
-    let und: Vec<usize> = (0..half).collect();
-    let gen_idx: Vec<usize> = (half..len).collect();
-    let segments = vec![
-        AttnSegment {
-            start: 0,
-            len: half,
-            causal_inside: true,
-            sees: vec![],
-        },
-        AttnSegment {
-            start: half,
-            len: len - half,
-            causal_inside: false,
-            sees: vec![0],
-        },
-    ];
-    let pos: Vec<i64> = (0..len).map(|i| i.min(half) as i64).collect();
+    let (routing, position_ids, samples) = text_image::<B>(len, &device);
     let normal = Distribution::Normal(0.0, 1.0);
     Step {
         hidden: Tensor::random([len, hidden], normal, &device),
-        routing: Routing::from_indices(&und, &gen_idx, len, &device).unwrap(),
-        position_ids: Tensor::from_data(TensorData::new(pos, [len]), &device),
-        samples: vec![SampleAttention::new(0, segments).unwrap()],
+        routing,
+        position_ids,
+        samples,
         weights: Tensor::random([len, hidden], normal, &device),
     }
 }

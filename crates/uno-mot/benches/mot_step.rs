@@ -14,9 +14,13 @@
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use uno_mot::{AttnSegment, MotConfig, MotModel, Routing, SampleAttention};
+use uno_mot::{MotConfig, MotModel, Routing, SampleAttention};
+
+#[path = "common/text_image.rs"]
+mod text_image;
+use text_image::text_image;
 
 const TOKENS: usize = 1024;
 
@@ -39,39 +43,19 @@ struct Setup<B: Backend> {
     weights: Tensor<B, 2>,
 }
 
-/// Und tokens 0..512 (causal text), gen tokens 512..1024 (an image that sees the text and
-/// itself, sharing one position id).
+/// The model and a [`text_image`] sample of [`TOKENS`] tokens.
 fn setup<B: Backend>(config: &MotConfig) -> Setup<B> {
     let device = B::Device::default();
     B::seed(&device, 0);
     let model = config.init::<B>(&device).expect("valid config");
-    let half = TOKENS / 2;
-    let und: Vec<usize> = (0..half).collect();
-    let gen_idx: Vec<usize> = (half..TOKENS).collect();
-    let segments = vec![
-        AttnSegment {
-            start: 0,
-            len: half,
-            causal_inside: true,
-            sees: vec![],
-        },
-        AttnSegment {
-            start: half,
-            len: half,
-            causal_inside: false,
-            sees: vec![0],
-        },
-    ];
-    let pos: Vec<i64> = (0..TOKENS)
-        .map(|i| if i < half { i as i64 } else { half as i64 })
-        .collect();
+    let (routing, position_ids, samples) = text_image::<B>(TOKENS, &device);
     let normal = Distribution::Normal(0.0, 1.0);
     Setup {
         model,
         hidden: Tensor::random([TOKENS, config.hidden_size], normal, &device),
-        routing: Routing::from_indices(&und, &gen_idx, TOKENS, &device).unwrap(),
-        position_ids: Tensor::from_data(TensorData::new(pos, [TOKENS]), &device),
-        samples: vec![SampleAttention::new(0, segments).unwrap()],
+        routing,
+        position_ids,
+        samples,
         weights: Tensor::random([TOKENS, config.hidden_size], normal, &device),
     }
 }

@@ -15,10 +15,12 @@
 mod alloc;
 mod fixture;
 mod fuzz;
+mod grads;
 
 pub use alloc::{PeakAlloc, peak_heap_of};
 pub use fixture::Fixture;
 pub use fuzz::{CI_CASES, CI_SEED, SECONDS_VAR, fuzz};
+pub use grads::{assert_same_grads, trained_grads};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Tensor, backend::Backend};

@@ -107,12 +107,7 @@ impl<B: Backend> Bagel<B> {
         codec: &impl LatentCodec<B>,
         objective: &UnoObjective,
     ) -> Result<UnoForward<B>, BagelError> {
-        let noise = FlowNoise::sample(
-            &flow_slots(batch.pack),
-            codec.token_dim(),
-            objective.timestep_shift,
-            batch.noise_seed,
-        )?;
+        let noise = batch_noise(&batch, codec, objective)?;
         self.uno_forward_with_noise(batch, &noise, codec, objective)
     }
 
@@ -396,6 +391,21 @@ fn images_of<B: Backend>(
             _ => image.clone(),
         })
         .collect()
+}
+
+/// The timesteps and noise of `batch`'s noised tokens, drawn from its noise seed under
+/// `objective`'s shift.
+pub(super) fn batch_noise<B: Backend>(
+    batch: &UnoBatch<'_, B>,
+    codec: &impl LatentCodec<B>,
+    objective: &UnoObjective,
+) -> Result<FlowNoise, BagelError> {
+    Ok(FlowNoise::sample(
+        &flow_slots(batch.pack),
+        codec.token_dim(),
+        objective.timestep_shift,
+        batch.noise_seed,
+    )?)
 }
 
 /// The flow-matching slot of every VAE token of `pack`, in VAE-token order: packing's

@@ -12,9 +12,9 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::{Bagel, BagelError, UnoBatch, UnoForward, UnoObjective, flow_slots};
+use super::forward::batch_noise;
+use super::{Bagel, BagelError, UnoBatch, UnoForward, UnoObjective};
 use crate::mot::{DecoderTape, Routing};
-use crate::objectives::FlowNoise;
 use crate::vae::LatentCodec;
 
 /// What [`LayerTape::gradients`] needs from a [`Bagel::uno_forward_taped`] pass.
@@ -35,12 +35,7 @@ impl<B: AutodiffBackend> Bagel<B> {
         codec: &impl LatentCodec<B>,
         objective: &UnoObjective,
     ) -> Result<(UnoForward<B>, LayerTape<B>), BagelError> {
-        let noise = FlowNoise::sample(
-            &flow_slots(batch.pack),
-            codec.token_dim(),
-            objective.timestep_shift,
-            batch.noise_seed,
-        )?;
+        let noise = batch_noise(&batch, codec, objective)?;
         self.uno_forward_via(
             batch,
             &noise,

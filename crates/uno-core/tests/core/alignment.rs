@@ -4,10 +4,10 @@
 
 use burn::backend::Autodiff;
 use burn::module::Param;
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, Tensor, TensorData};
 use uno_core::bagel::{Bagel, BagelConfig, LossNormalization, UnoBatch, UnoObjective};
-use uno_core::data::{Dataset, SyntheticConfig, SyntheticScenes};
+use uno_core::data::SyntheticScenes;
 use uno_core::objectives::ConditionDropoutConfig;
 use uno_core::objectives::{UnoLossConfig, UnoLossOutput};
 use uno_core::packing::PackedSequence;
@@ -17,6 +17,8 @@ use uno_core::train::{
 use uno_core::trainer::{DataSource, TrainRng};
 use uno_core::vae::{Codec, PixelCodec};
 use uno_testing::to_vec;
+
+use crate::scenes::{gradient_scenes, gradient_set};
 
 struct Fixture<B: Backend> {
     model: Bagel<B>,
@@ -46,41 +48,13 @@ impl<B: Backend> Fixture<B> {
 
 /// Three synthetic samples with both supervision splits, the tiny model frozen for UNO.
 fn fixture<B: Backend>() -> Fixture<B> {
-    let set = SyntheticScenes::new(SyntheticConfig {
-        len: 3,
-        image_size: 16,
-        max_shapes: 3,
-        seed: 5,
-    })
-    .unwrap();
-    let config = BagelConfig::tiny(set.tokenizer().vocab_size(), set.special_tokens());
-    let device = Default::default();
-    B::seed(&device, 9);
-    let mut model = config.init::<B>(&device).unwrap();
-    // llm2vae is zero-initialised (BAGEL), which would cut the flow gradient to the
-    // decoder; give it values.
-    model.generation.llm2vae.weight = model
-        .generation
-        .llm2vae
-        .weight
-        .map(|w| w.random_like(Distribution::Normal(0.0, 0.2)));
-    let items: Vec<_> = (0..3).map(|i| set.get(i).unwrap()).collect();
-    let samples: Vec<_> = items.iter().map(|i| i.sample.clone()).collect();
-    let images = items
-        .iter()
-        .map(|i| {
-            let t = &i.target.vae;
-            Tensor::from_data(
-                TensorData::new(t.data.clone(), [3, t.height, t.width]),
-                &device,
-            )
-        })
-        .collect();
+    B::seed(&Default::default(), 9);
+    let s = gradient_scenes::<B>();
     Fixture {
-        model: model.freeze_for_uno(),
-        objective: config.objective().unwrap(),
-        pack: PackedSequence::pack(&samples, &config.packing()).unwrap(),
-        images,
+        model: s.model.freeze_for_uno(),
+        objective: s.config.objective().unwrap(),
+        pack: s.pack,
+        images: s.images,
     }
 }
 
@@ -214,15 +188,7 @@ fn held_out_alignment_measures_the_joint_terms<B: AutodiffBackend>() {
     let f = fixture::<B>();
     // The model is cloned below: its lazily initialised weights are drawn first.
     uno_testing::materialise(&f.model);
-    let set = || {
-        SyntheticScenes::new(SyntheticConfig {
-            len: 3,
-            image_size: 16,
-            max_shapes: 3,
-            seed: 5,
-        })
-        .unwrap()
-    };
+    let set = || SyntheticScenes::new(gradient_set()).unwrap();
     let config = BagelConfig::tiny(set().tokenizer().vocab_size(), set().special_tokens());
     let device = B::Device::default();
     let (fill, seed) = (BatchFill::Samples(3), 23);

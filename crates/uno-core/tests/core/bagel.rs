@@ -3,22 +3,14 @@
 //! expert THROUGH the frozen understanding expert).
 
 use burn::module::Param;
-use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
+use burn::tensor::{Tensor, backend::AutodiffBackend, backend::Backend};
 use uno_core::bagel::{Bagel, BagelConfig, BagelError, UnoBatch, flow_slots};
-use uno_core::data::{Dataset, SyntheticConfig, SyntheticScenes, TrainItem};
+use uno_core::data::{SyntheticConfig, TrainItem};
+
+use crate::scenes::scenes;
 use uno_core::objectives::FlowNoise;
 use uno_core::packing::PackedSequence;
 use uno_core::vae::PixelCodec;
-
-fn data() -> SyntheticScenes {
-    SyntheticScenes::new(SyntheticConfig {
-        len: 8,
-        image_size: 16,
-        max_shapes: 2,
-        seed: 3,
-    })
-    .unwrap()
-}
 
 fn setup<B: Backend>(
     items: usize,
@@ -29,24 +21,14 @@ fn setup<B: Backend>(
     Vec<Tensor<B, 3>>,
     Vec<TrainItem>,
 ) {
-    let set = data();
-    let config = BagelConfig::tiny(set.tokenizer().vocab_size(), set.special_tokens());
-    let device = Default::default();
-    let model = config.init::<B>(&device).unwrap();
-    let items: Vec<TrainItem> = (0..items).map(|i| set.get(i).unwrap()).collect();
-    let samples: Vec<_> = items.iter().map(|i| i.sample.clone()).collect();
-    let pack = PackedSequence::pack(&samples, &config.packing()).unwrap();
-    let images = items
-        .iter()
-        .map(|i| {
-            let t = &i.target.vae;
-            Tensor::from_data(
-                TensorData::new(t.data.clone(), [3, t.height, t.width]),
-                &device,
-            )
-        })
-        .collect();
-    (config, model, pack, images, items)
+    let set = SyntheticConfig {
+        len: 8,
+        image_size: 16,
+        max_shapes: 2,
+        seed: 3,
+    };
+    let s = scenes::<B>(set, items);
+    (s.config, s.model, s.pack, s.images, s.items)
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f32 {

@@ -5,107 +5,24 @@
 //! (`loss_with_gradients`) carries those gradients.
 
 use burn::backend::Autodiff;
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, Tensor, TensorData};
-use uno_core::bagel::{Bagel, BagelConfig, LossNormalization, UnoBatch, UnoObjective};
-use uno_core::data::{Dataset, SyntheticConfig, SyntheticScenes};
-use uno_core::packing::PackedSequence;
+use uno_core::bagel::{LossNormalization, UnoBatch, UnoObjective};
 use uno_core::train::{TrainBatch, UnoTrainee};
 use uno_core::trainer::{StepContext, TrainStep};
 use uno_core::vae::PixelCodec;
-use uno_testing::{assert_close, to_vec};
+use uno_testing::{assert_close, assert_same_grads, to_vec, trained_grads};
 
-/// Every trained parameter's gradient (`None` when it got none), in visit order.
-struct Grads<'a> {
-    grads: &'a GradientsParams,
-    out: Vec<(ParamId, Option<Vec<f32>>)>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if param.val().is_require_grad() {
-            let grad = self.grads.get::<B::InnerBackend, D>(param.id).map(to_vec);
-            self.out.push((param.id, grad));
-        }
-    }
-}
-
-fn grads_of<B: AutodiffBackend, M: Module<B>>(
-    module: &M,
-    grads: &GradientsParams,
-) -> Vec<(ParamId, Option<Vec<f32>>)> {
-    let mut visitor = Grads {
-        grads,
-        out: Vec::new(),
-    };
-    module.visit(&mut visitor);
-    visitor.out
-}
-
-/// The same parameters reached, with gradients within `tol` (relative to the largest).
-fn assert_same_grads(
-    got: &[(ParamId, Option<Vec<f32>>)],
-    want: &[(ParamId, Option<Vec<f32>>)],
-    tol: f32,
-) -> usize {
-    assert_eq!(got.len(), want.len());
-    let mut reached = 0;
-    for ((id, got), (_, want)) in got.iter().zip(want) {
-        match (got, want) {
-            (Some(got), Some(want)) => {
-                let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-                assert_close(got, want, tol * scale, tol);
-                reached += 1;
-            }
-            (None, None) => {}
-            _ => panic!(
-                "parameter {id}: a gradient checkpointed {}, plain {}",
-                got.is_some(),
-                want.is_some()
-            ),
-        }
-    }
-    reached
-}
-
-/// The tiny model (llm2vae given values: BAGEL zero-initialises it, which would cut the
-/// flow gradient), three synthetic samples with both supervision splits, their pack.
-fn fixture<B: Backend>() -> (Bagel<B>, BagelConfig, PackedSequence, Vec<Tensor<B, 3>>) {
-    let set = SyntheticScenes::new(SyntheticConfig {
-        len: 3,
-        image_size: 16,
-        max_shapes: 3,
-        seed: 5,
-    })
-    .unwrap();
-    let config = BagelConfig::tiny(set.tokenizer().vocab_size(), set.special_tokens());
-    let device = Default::default();
-    let mut model = config.init::<B>(&device).unwrap();
-    model.generation.llm2vae.weight = model
-        .generation
-        .llm2vae
-        .weight
-        .map(|w| w.random_like(Distribution::Normal(0.0, 0.2)));
-    let items: Vec<_> = (0..3).map(|i| set.get(i).unwrap()).collect();
-    let samples: Vec<_> = items.iter().map(|i| i.sample.clone()).collect();
-    let images = items
-        .iter()
-        .map(|i| {
-            let t = &i.target.vae;
-            Tensor::from_data(
-                TensorData::new(t.data.clone(), [3, t.height, t.width]),
-                &device,
-            )
-        })
-        .collect();
-    let pack = PackedSequence::pack(&samples, &config.packing()).unwrap();
-    (model, config, pack, images)
-}
+use crate::scenes::{Scenes, gradient_scenes};
 
 fn taped_gradients_match<B: AutodiffBackend>() {
-    let (model, config, pack, images) = fixture::<B>();
+    let Scenes {
+        model,
+        config,
+        pack,
+        images,
+        ..
+    } = gradient_scenes::<B>();
     let mut objective = config.objective().unwrap();
     objective.loss = uno_core::objectives::UnoLossConfig::new()
         .with_text(1.0)
@@ -123,7 +40,7 @@ fn taped_gradients_match<B: AutodiffBackend>() {
         let plain = model.uno_forward(batch(), &PixelCodec, &objective).unwrap();
         let plain_loss = to_vec(plain.loss.total.clone());
         let plain_grads = GradientsParams::from_grads(plain.loss.total.backward(), &model);
-        let want = grads_of(&model, &plain_grads);
+        let want = trained_grads(&model, &plain_grads);
 
         let (taped, tape) = model
             .uno_forward_taped(batch(), &PixelCodec, &objective)
@@ -136,7 +53,7 @@ fn taped_gradients_match<B: AutodiffBackend>() {
             1e-5,
         );
         let grads = tape.gradients(&model, taped.loss.total).unwrap();
-        let reached = assert_same_grads(&grads_of(&model, &grads), &want, 1e-5);
+        let reached = assert_same_grads(&trained_grads(&model, &grads), &want, 1e-5);
         // Both experts' layers (under train_all), the heads and the embeddings.
         assert!(reached > 20, "{reached} parameters reached");
     }
@@ -145,7 +62,13 @@ fn taped_gradients_match<B: AutodiffBackend>() {
 /// The trainee with checkpointing on (every pack: above 0 tokens) returns a loss whose
 /// value and gradients are the plain trainee's.
 fn trainee_checkpointing_matches<B: AutodiffBackend>() {
-    let (model, config, pack, images) = fixture::<B>();
+    let Scenes {
+        model,
+        config,
+        pack,
+        images,
+        ..
+    } = gradient_scenes::<B>();
     // The trainee is cloned below: its lazily initialised weights are drawn first.
     uno_testing::materialise(&model);
     let objective: UnoObjective = config.objective().unwrap();
@@ -173,7 +96,7 @@ fn trainee_checkpointing_matches<B: AutodiffBackend>() {
             .flat_map(|(_, c)| to_vec(c.clone()))
             .collect();
         let grads = GradientsParams::from_grads(out.loss.backward(), trainee);
-        (loss, components, grads_of(trainee, &grads))
+        (loss, components, trained_grads(trainee, &grads))
     };
     let (loss, components, want) = run(&plain);
     let (got_loss, got_components, got) = run(&taped);

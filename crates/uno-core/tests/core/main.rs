@@ -13,5 +13,6 @@ mod generate;
 mod paper_shapes;
 mod parity;
 mod pretrain;
+mod scenes;
 mod vae;
 mod vision;

@@ -4,41 +4,14 @@
 //! with the dense and the blockwise attention, the understanding expert frozen.
 
 use burn::backend::Autodiff;
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use uno_mot::{AttentionImpl, MotModel};
-use uno_testing::{assert_close, to_vec};
+use uno_testing::{assert_close, assert_same_grads, to_vec, trained_grads};
 
 use crate::common::{pack, randn, tiny};
-
-/// Every trainable parameter's gradient (or `None`), in visit order.
-struct Grads<'a> {
-    grads: &'a GradientsParams,
-    out: Vec<(ParamId, Option<Vec<f32>>)>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if param.val().is_require_grad() {
-            let grad = self.grads.get::<B::InnerBackend, D>(param.id).map(to_vec);
-            self.out.push((param.id, grad));
-        }
-    }
-}
-
-fn grads_of<B: AutodiffBackend>(
-    model: &MotModel<B>,
-    grads: &GradientsParams,
-) -> Vec<(ParamId, Option<Vec<f32>>)> {
-    let mut visitor = Grads {
-        grads,
-        out: Vec::new(),
-    };
-    model.visit(&mut visitor);
-    visitor.out
-}
 
 /// A loss that reads every output row: `sum(out * w) + 0.1 sum(out^2)`.
 fn loss<B: Backend>(out: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 1> {
@@ -70,7 +43,7 @@ fn taped_check<B: AutodiffBackend>() {
         let plain_out = to_vec(out.clone());
         let grads = loss(out, &w).backward();
         let plain_x = to_vec(x.grad(&grads).unwrap());
-        let plain = grads_of(&model, &GradientsParams::from_grads(grads, &model));
+        let plain = trained_grads(&model, &GradientsParams::from_grads(grads, &model));
 
         let x = input();
         let (out, tape) = model
@@ -96,23 +69,8 @@ fn taped_check<B: AutodiffBackend>() {
             accumulator.accumulate(&model, GradientsParams::from_grads(partial, &model));
         }
         assert_close(&taped_x.unwrap(), &plain_x, 1e-5, 1e-5);
-        let taped = grads_of(&model, &accumulator.grads());
-        assert_eq!(taped.len(), plain.len());
-        let mut reached = 0;
-        for ((id, got), (_, want)) in taped.iter().zip(&plain) {
-            match (got, want) {
-                (Some(got), Some(want)) => {
-                    assert_close(got, want, 1e-5, 1e-5);
-                    reached += 1;
-                }
-                (None, None) => {}
-                _ => panic!(
-                    "parameter {id}: a gradient taped {}, plain {}",
-                    got.is_some(),
-                    want.is_some()
-                ),
-            }
-        }
+        let taped = trained_grads(&model, &accumulator.grads());
+        let reached = assert_same_grads(&taped, &plain, 1e-5);
         // Every generation-expert weight of every layer, and its final norm.
         assert!(reached > 3 * 10, "{reached} parameters reached");
         // The inner model still runs (the tape never changes the model).
