@@ -14,6 +14,8 @@ use uno_core::trainer::{ScheduleKind, TrainConfig, Trainer};
 
 type B = Autodiff<Flex>;
 
+#[path = "train_bagel/checkpointing.rs"]
+mod checkpointing;
 #[path = "train_bagel/parallel.rs"]
 mod parallel;
 #[path = "train_bagel/precision.rs"]
