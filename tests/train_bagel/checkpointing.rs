@@ -1,8 +1,8 @@
 //! Per-layer activation checkpointing in a whole run (`[model] checkpoint_layers`): every
 //! pack checkpointed (`checkpoint_above_tokens = 0`) trains the same weights, bit for bit on
 //! flex, as no checkpointing. The recomputed layers are the same operations on the same
-//! values, each parameter's gradient comes from one partial backward, and the trainer's
-//! loss carries it unchanged (`loss_with_gradients`).
+//! values, each parameter's gradient comes from one partial backward, and the trainer
+//! takes the trainee's gradients as they are (`StepOutput::grads`).
 
 use uno_core::checkpoint::SaveDtype;
 use uno_core::train::{ModelSource, RunSpec, run};

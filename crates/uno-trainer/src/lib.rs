@@ -54,7 +54,7 @@
 //!
 //!     fn forward_step(&self, (x, y): Self::Batch, _: &StepContext) -> Result<StepOutput<B>, BoxError> {
 //!         let loss = (x * self.w.val() - y).powi_scalar(2).mean();
-//!         Ok(StepOutput { loss: loss.clone(), components: vec![("mse", loss)], tokens: 4, samples: 4, counts: vec![] })
+//!         Ok(StepOutput { loss: loss.clone(), components: vec![("mse", loss)], tokens: 4, samples: 4, counts: vec![], grads: None })
 //!     }
 //!
 //!     fn weights_extension() -> &'static str {
@@ -123,7 +123,6 @@ pub mod rng;
 pub mod schedule;
 pub mod stop;
 pub mod summary;
-pub mod surrogate;
 pub mod trainer;
 
 pub use config::{
@@ -141,5 +140,4 @@ pub use rng::TrainRng;
 pub use schedule::LrSchedule;
 pub use stop::install_stop_signals;
 pub use summary::TrainSummary;
-pub use surrogate::loss_with_gradients;
 pub use trainer::{EvalHook, Trainer};

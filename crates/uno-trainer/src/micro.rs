@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
+use crate::clip::scale_grads;
 use crate::error::{BoxError, Result, TrainError};
 use crate::model::{StepContext, TrainStep};
 use crate::parallel::Peer;
+use crate::params::TrainableParams;
 
 /// What a step's micro-batches gave on this device (or, after [`Self::all_reduce`], on
 /// all peers together).
@@ -81,13 +83,19 @@ pub(crate) fn forward_micro_batches<B: AutodiffBackend, M: TrainStep<B>>(
             out_all.skip_reason = Some(format!("non-finite loss at data position {position}"));
             return Ok(out_all);
         }
-        // Average micro-batch gradients by scaling each loss (exact for scale = 1).
-        let loss = if scale > 1 {
-            out.loss.div_scalar(scale as f64)
-        } else {
-            out.loss
+        // Average micro-batch gradients by scaling each loss (exact for scale = 1), or the
+        // gradients the model computed itself.
+        let grads = match out.grads {
+            Some(grads) if scale > 1 => {
+                let trainable = TrainableParams::of::<B, M>(model);
+                scale_grads::<B, M>(model, grads, &trainable, 1.0 / scale as f64)
+            }
+            Some(grads) => grads,
+            None if scale > 1 => {
+                GradientsParams::from_grads(out.loss.div_scalar(scale as f64).backward(), model)
+            }
+            None => GradientsParams::from_grads(out.loss.backward(), model),
         };
-        let grads = GradientsParams::from_grads(loss.backward(), model);
         if k > 1 {
             accumulator.accumulate::<B>(model, grads);
         } else {

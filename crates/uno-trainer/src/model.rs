@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
 use crate::error::BoxError;
@@ -33,7 +34,7 @@ pub struct StepContext {
 }
 
 /// What one forward pass returns.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StepOutput<B: AutodiffBackend> {
     /// The scalar (shape `[1]`) loss to differentiate: the weighted total.
     pub loss: Tensor<B, 1>,
@@ -48,6 +49,11 @@ pub struct StepOutput<B: AutodiffBackend> {
     /// skipped by the data); summed over the step's micro-batches into
     /// [`crate::StepMetrics::counts`].
     pub counts: Vec<(&'static str, u64)>,
+    /// The gradients of `loss`, when the model computed them itself (uno-core's per-layer
+    /// activation checkpointing runs one backward per decoder layer): the trainer then uses
+    /// them, scaled as it scales the loss, instead of differentiating `loss`, whose graph
+    /// may be spent. `None`: the trainer differentiates `loss`.
+    pub grads: Option<GradientsParams>,
 }
 
 /// A model the trainer can train.
@@ -73,8 +79,8 @@ pub trait TrainStep<B: AutodiffBackend>: AutodiffModule<B> + Sized {
     }
 
     /// The loss of one micro-batch (the trainer averages or sums micro-batches, see
-    /// [`Self::loss_counts`], and differentiates). A model that computes its gradients
-    /// itself returns [`crate::loss_with_gradients`] of them.
+    /// [`Self::loss_counts`], and differentiates it, unless the model computed the
+    /// gradients itself: [`StepOutput::grads`]).
     fn forward_step(
         &self,
         batch: Self::Batch,

@@ -10,7 +10,7 @@ use super::{TrainBatch, Trainable};
 use crate::bagel::{Bagel, LossNormalization, Precision, UnoBatch, UnoObjective};
 use crate::checkpoint::{SaveDtype, UnexpectedKeys, WeightReader};
 use crate::objectives::{LossCounts, UnoLossConfig};
-use crate::trainer::{BoxError, StepContext, StepOutput, TrainStep, loss_with_gradients};
+use crate::trainer::{BoxError, StepContext, StepOutput, TrainStep};
 use crate::vae::{CachedCodec, Codec, FrozenCodec, LatentCache};
 
 /// The model being post-trained, its (frozen) codec and its objective.
@@ -175,20 +175,19 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
         let checkpoint = self
             .checkpoint_above_tokens
             .is_some_and(|above| batch.pack.len > above);
-        let loss = match checkpoint {
+        // Checkpointed, the trainee differentiates its loss itself (one backward per layer)
+        // and hands the trainer the gradients.
+        let (loss, grads) = match checkpoint {
             false => {
-                self.model
-                    .uno_forward(uno_batch, &codec, &self.objective)?
-                    .loss
+                let out = self.model.uno_forward(uno_batch, &codec, &self.objective)?;
+                (out.loss, None)
             }
             true => {
                 let (out, tape) =
                     self.model
                         .uno_forward_taped(uno_batch, &codec, &self.objective)?;
-                let mut loss = out.loss;
-                let grads = tape.gradients(&self.model, loss.total.clone())?;
-                loss.total = loss_with_gradients(&self.model, loss.total, &grads);
-                loss
+                let grads = tape.gradients(&self.model, out.loss.total.clone())?;
+                (out.loss, Some(grads))
             }
         };
 
@@ -212,6 +211,7 @@ impl<B: AutodiffBackend> TrainStep<B> for UnoTrainee<B> {
                 ("samples", batch.pack.num_samples() as u64),
                 ("skipped_samples", batch.skipped),
             ],
+            grads,
         })
     }
 

@@ -1,8 +1,8 @@
 //! Per-layer activation checkpointing of the UNO forward (`Bagel::uno_forward_taped`,
 //! `LayerTape::gradients`, `UnoTrainee::with_layer_checkpointing`): the same losses and the
 //! same gradient of every trained parameter as the plain forward's backward, with UNO's
-//! frozen understanding expert and with every weight trained; and the trainer's loss
-//! (`loss_with_gradients`) carries those gradients.
+//! frozen understanding expert and with every weight trained; and the trainee hands the
+//! trainer those gradients (`StepOutput::grads`).
 
 use burn::backend::Autodiff;
 use burn::optim::GradientsParams;
@@ -59,8 +59,8 @@ fn taped_gradients_match<B: AutodiffBackend>() {
     }
 }
 
-/// The trainee with checkpointing on (every pack: above 0 tokens) returns a loss whose
-/// value and gradients are the plain trainee's.
+/// The trainee with checkpointing on (every pack: above 0 tokens) returns the plain
+/// trainee's loss and components, and as its own gradients the plain loss's.
 fn trainee_checkpointing_matches<B: AutodiffBackend>() {
     let Scenes {
         model,
@@ -95,11 +95,16 @@ fn trainee_checkpointing_matches<B: AutodiffBackend>() {
             .iter()
             .flat_map(|(_, c)| to_vec(c.clone()))
             .collect();
-        let grads = GradientsParams::from_grads(out.loss.backward(), trainee);
-        (loss, components, trained_grads(trainee, &grads))
+        let own = out.grads.is_some();
+        let grads = match out.grads {
+            Some(grads) => grads,
+            None => GradientsParams::from_grads(out.loss.backward(), trainee),
+        };
+        (loss, components, own, trained_grads(trainee, &grads))
     };
-    let (loss, components, want) = run(&plain);
-    let (got_loss, got_components, got) = run(&taped);
+    let (loss, components, plain_own, want) = run(&plain);
+    let (got_loss, got_components, taped_own, got) = run(&taped);
+    assert_eq!((plain_own, taped_own), (false, true), "who differentiated");
     assert_close(&got_loss, &loss, 1e-6, 1e-6);
     assert_close(&got_components, &components, 1e-6, 1e-6);
     let reached = assert_same_grads(&got, &want, 1e-5);

@@ -12,7 +12,7 @@ use uno_trainer::clip::{CLIP_EPS, clip_global_norm};
 use uno_trainer::{BoxError, TrainRng, TrainableParams, Trainer};
 
 use crate::test_config;
-use crate::toy::{self, Toy, ToyBatch};
+use crate::toy::{self, SelfGrads, Toy, ToyBatch};
 
 type Ad = Autodiff<Flex>;
 
@@ -240,6 +240,50 @@ fn grad_accumulation_equals_full_batch<B: AutodiffBackend>() {
     uno_testing::assert_close(&acc_head, &full_head, 1e-6, 1e-6);
 }
 
+/// A model that hands the trainer the gradients of its loss ([`StepOutput::grads`]) trains
+/// like one the trainer differentiates: with 2 averaged micro-batches (the gradients scaled
+/// by 1/2 as the loss would be) and with a NaN micro-batch skipping its step.
+fn self_computed_gradients_are_scaled_like_the_loss<B: AutodiffBackend>() {
+    let run = |self_grads: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        let config = test_config(dir.path())
+            .with_overrides(&["grad_accumulation=2", "schedule.warmup_steps=0"])
+            .unwrap();
+        let mut data = |p: u64, rng: &mut TrainRng| -> Result<ToyBatch, BoxError> {
+            let mut batch = toy::batch(p * 2, 2, 0.0, rng);
+            batch.poison = p == 3;
+            Ok(batch)
+        };
+        let toy = toy::toy::<B>(5, &device);
+        let (weights, skipped) = if self_grads {
+            let mut trainer = Trainer::new(config, SelfGrads { toy }, device).unwrap();
+            let skipped: Vec<bool> = (0..4)
+                .map(|_| trainer.train_step(&mut data).unwrap().skipped)
+                .collect();
+            (toy::all(&trainer.model().toy), skipped)
+        } else {
+            let mut trainer = Trainer::new(config, toy, device).unwrap();
+            let skipped: Vec<bool> = (0..4)
+                .map(|_| trainer.train_step(&mut data).unwrap().skipped)
+                .collect();
+            (toy::all(trainer.model()), skipped)
+        };
+        (weights, skipped)
+    };
+    let ((inp, _, head), skipped) = run(false);
+    let ((self_inp, _, self_head), self_skipped) = run(true);
+    assert_eq!(skipped, [false, true, false, false]);
+    assert_eq!(self_skipped, skipped);
+    uno_testing::assert_close(&self_inp, &inp, 1e-7, 1e-6);
+    uno_testing::assert_close(&self_head, &head, 1e-7, 1e-6);
+    assert_ne!(
+        inp,
+        toy::all(&toy::toy::<B>(5, &Default::default())).0,
+        "it trained"
+    );
+}
+
 /// Token-weighted: micro-batches of 1 and 3 rows, each normalised by the step's 4 rows and
 /// summed, give the step of the one 4-row batch; the mean of their means does not.
 fn token_weighted_accumulation_equals_full_batch<B: AutodiffBackend>() {
@@ -318,6 +362,7 @@ autodiff_tests!(
     grad_accumulation_equals_full_batch,
     token_weighted_accumulation_equals_full_batch,
     non_finite_loss_skips_the_step,
+    self_computed_gradients_are_scaled_like_the_loss,
 );
 
 #[test]

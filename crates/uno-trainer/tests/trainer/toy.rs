@@ -7,6 +7,7 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
+use burn::optim::GradientsParams;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::activation::tanh;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -129,6 +130,7 @@ impl<B: AutodiffBackend> TrainStep<B> for Toy<B> {
             tokens: (batch.rows * IN) as u64,
             samples: batch.rows as u64,
             counts: vec![("rows", batch.rows as u64)],
+            grads: None,
         })
     }
 
@@ -149,6 +151,44 @@ impl<B: AutodiffBackend> TrainStep<B> for Toy<B> {
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
         let record = Recorder::<B>::load(&recorder, bytes, &device)?;
         Ok(self.load_record(record))
+    }
+}
+
+/// The toy differentiating its own loss ([`StepOutput::grads`]), as a model whose backward
+/// is not one `backward()` of its loss does.
+#[derive(Module, Debug)]
+pub struct SelfGrads<B: Backend> {
+    pub toy: Toy<B>,
+}
+
+impl<B: AutodiffBackend> TrainStep<B> for SelfGrads<B> {
+    type Batch = ToyBatch;
+
+    fn loss_counts(&self, batch: &ToyBatch) -> Vec<u64> {
+        self.toy.loss_counts(batch)
+    }
+
+    fn forward_step(&self, batch: ToyBatch, ctx: &StepContext) -> Result<StepOutput<B>, BoxError> {
+        let out = self.toy.forward_step(batch, ctx)?;
+        let grads = GradientsParams::from_grads(out.loss.clone().backward(), self);
+        Ok(StepOutput {
+            grads: Some(grads),
+            ..out
+        })
+    }
+
+    fn weights_extension() -> &'static str {
+        Toy::<B>::weights_extension()
+    }
+
+    fn save_weights(&self, path: &Path) -> Result<(), BoxError> {
+        self.toy.save_weights(path)
+    }
+
+    fn load_weights(self, path: &Path) -> Result<Self, BoxError> {
+        Ok(Self {
+            toy: self.toy.load_weights(path)?,
+        })
     }
 }
 
