@@ -26,8 +26,8 @@
 //! before their first exchange, so a peer that cannot start stops them all.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
@@ -240,8 +240,10 @@ fn run_peer<B: AutodiffBackend>(
     })
 }
 
-/// Held while a run seeds Burn's global RNG and initialises its model.
-static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Held while a run seeds Burn's global RNG and draws its model's initial values:
+/// exclusively by the run that keeps its weights (one device, or peer 0), shared by the
+/// other peers of a data-parallel run (their initial weights are replaced by peer 0's).
+static GLOBAL_RNG: RwLock<()> = RwLock::new(());
 
 /// Draws every lazily initialised parameter of the module it visits.
 struct Materialise;
@@ -295,11 +297,13 @@ fn prepare<B: AutodiffBackend>(
         B::name(device),
         std::any::type_name::<B::FloatElem>()
     ));
-    // Burn's initialisers draw from the backend's global RNG: seed it so a run is
+    // Burn's initialisers draw from the backend's global RNG (some weights as a model is
+    // built, the others at their first use): seed it so a run is
     // reproducible (the trainer seeds its own host RNG for data, noise and dropout). The
-    // peers of a data-parallel run share that RNG: each seeds and builds its model in
-    // turn, or peer 0's weights (which every peer takes) would depend on the interleaving.
-    let init_turn = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    // peers of a data-parallel run share that RNG and take peer 0's weights: peer 0 seeds
+    // and builds alone, the other peers build alongside each other, never alongside it.
+    let alone = writer.then(|| GLOBAL_RNG.write().unwrap_or_else(|e| e.into_inner()));
+    let alongside = (!writer).then(|| GLOBAL_RNG.read().unwrap_or_else(|e| e.into_inner()));
     B::seed(device, config.trainer.seed);
     let supervision = (config.loss.caption > 0.0, config.loss.visual > 0.0);
     let transforms = ImageTransforms {
@@ -339,9 +343,10 @@ fn prepare<B: AutodiffBackend>(
             (c, m, Codec::pixel())
         }
     };
-    // Burn draws a parameter's initial values lazily, at its first use: draw them now.
+    // Burn lazily draws a parameter's initial values at its first use: draw them all
+    // while the RNG is ours.
     model.visit(&mut Materialise);
-    drop(init_turn);
+    drop((alone, alongside));
     // A loaded release must never be fed the synthetic set's word ids: the synthetic
     // vocabulary is checked like a given tokenizer.
     let text_path = tokenizer.as_ref().map_or_else(
