@@ -16,13 +16,16 @@
 //! `bf16-mixed` (UNO's training setup under `model.precision = "bf16_mixed"`: the
 //! understanding expert frozen and stored in bf16, the generation expert's f32 master
 //! weights cast at use, bf16 activations). `--freeze-und` freezes the understanding expert
-//! in the other two (`bf16-mixed` always does), as UNO trains.
+//! in the other two (`bf16-mixed` always does), as UNO trains. `--checkpoint` runs the step
+//! with per-layer activation checkpointing (`MotModel::forward_taped`), as training does
+//! above `model.checkpoint_above_tokens`; the FLOPs and MFU then leave the recompute out.
 //!
 //! `cargo run --release --example step_bench --features cuda -- --backend cuda --layers 2
 //! --tokens 1024,2048,4096 --attention blockwise --precision bf16`
 
 use clap::{Parser, ValueEnum};
 use uno_core::burn::backend::Autodiff;
+use uno_core::burn::optim::GradientsParams;
 use uno_core::burn::tensor::backend::Backend;
 use uno_core::burn::tensor::{
     Distribution, FloatDType, Int, IntDType, Tensor, TensorData, set_default_dtypes,
@@ -53,6 +56,10 @@ struct Args {
     /// Freeze the understanding expert (no gradients for it), as UNO trains.
     #[arg(long)]
     freeze_und: bool,
+    /// Per-layer activation checkpointing (`model.checkpoint_layers`): keep only each
+    /// layer's input and recompute the layer in the backward.
+    #[arg(long)]
+    checkpoint: bool,
     /// Timed steps after one warm-up step.
     #[arg(long, default_value_t = 3)]
     iters: usize,
@@ -170,9 +177,16 @@ fn run<B: Backend>(args: &Args) -> Result<(), BoxError> {
         let hidden = Tensor::<Autodiff<B>, 2>::random([len, config.hidden_size], normal, &device);
         let weights = Tensor::<Autodiff<B>, 2>::random([len, config.hidden_size], normal, &device);
         let samples = [sample];
+        // Down to the parameters' gradients, as a training step hands them to its optimiser.
         let step = || -> Result<(), BoxError> {
-            let out = model.forward(hidden.clone(), &routing, positions.clone(), &samples)?;
-            let grads = (out * weights.clone()).sum().backward();
+            let grads = if args.checkpoint {
+                let (out, tape) =
+                    model.forward_taped(hidden.clone(), &routing, positions.clone(), &samples)?;
+                tape.gradients(&model, &model, &routing, (out * weights.clone()).sum())?
+            } else {
+                let out = model.forward(hidden.clone(), &routing, positions.clone(), &samples)?;
+                GradientsParams::from_grads((out * weights.clone()).sum().backward(), &model)
+            };
             B::sync(&device)?;
             drop(grads);
             Ok(())
@@ -185,11 +199,12 @@ fn run<B: Backend>(args: &Args) -> Result<(), BoxError> {
         let seconds = start.elapsed().as_secs_f64() / args.iters as f64;
         let flops = step_flops(&config, &samples[0]);
         println!(
-            "tokens {len} layers {} attention {:?} {:?}{}: {:.1} ms/step, {:.0} tokens/s, {:.1} TFLOP/s, MFU {:.1}%{}",
+            "tokens {len} layers {} attention {:?} {:?}{}{}: {:.1} ms/step, {:.0} tokens/s, {:.1} TFLOP/s, MFU {:.1}%{}",
             args.layers,
             args.attention,
             args.precision,
             if args.freeze_und { " (und frozen)" } else { "" },
+            if args.checkpoint { " checkpointed" } else { "" },
             seconds * 1e3,
             len as f64 / seconds,
             flops / seconds / 1e12,

@@ -40,3 +40,10 @@ for precision in f32 bf16-mixed; do
     peak "$BIN"/examples/step_bench --backend cuda --precision "$precision" --freeze-und \
         --layers 2 --tokens 1024,2048,4096 --attention blockwise --iters 3 2>&1
 done | tee "$OUT/step_mixed.txt"
+
+echo "=== BAGEL-7B's depth (28 layers) on the paper's 4k-token sample with per-layer activation"
+echo "=== checkpointing, und frozen: bf16 everywhere, then bf16 mixed precision (f32 masters)"
+for precision in bf16 bf16-mixed; do
+    peak "$BIN"/examples/step_bench --backend cuda --precision "$precision" --freeze-und \
+        --checkpoint --layers 28 --tokens 4096 --attention blockwise --iters 2 2>&1
+done | tee "$OUT/step_28_layers.txt"

@@ -18,7 +18,7 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -76,14 +76,8 @@ fn train_step(model: &MotModel<B>, s: &Step, taped: bool) -> GradientsParams {
             let (out, tape) = model
                 .forward_taped(input, &s.routing, position_ids, samples)
                 .unwrap();
-            let grads = (out * s.weights.clone()).sum().backward();
-            let mut all = GradientsAccumulator::<MotModel<B>>::new();
-            tape.backward(model, &s.routing, &grads, |partial| {
-                all.accumulate(model, GradientsParams::from_grads(partial, model));
-            })
-            .unwrap();
-            all.accumulate(model, GradientsParams::from_grads(grads, model));
-            all.grads()
+            tape.gradients(model, model, &s.routing, (out * s.weights.clone()).sum())
+                .unwrap()
         }
         false => {
             let out = model

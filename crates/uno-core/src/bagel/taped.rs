@@ -8,7 +8,7 @@
 //! embeddings. The gradients are those of the plain forward up to summation order
 //! (`crates/uno-core/tests/core/checkpointing.rs`).
 
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -60,13 +60,8 @@ impl<B: AutodiffBackend> LayerTape<B> {
         model: &Bagel<B>,
         loss: Tensor<B, 1>,
     ) -> Result<GradientsParams, BagelError> {
-        let grads = loss.backward();
-        let mut accumulator = GradientsAccumulator::<Bagel<B>>::new();
         self.tape
-            .backward(&model.language_model, &self.routing, &grads, |partial| {
-                accumulator.accumulate(model, GradientsParams::from_grads(partial, model));
-            })?;
-        accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
-        Ok(accumulator.grads())
+            .gradients(&model.language_model, model, &self.routing, loss)
+            .map_err(BagelError::from)
     }
 }

@@ -15,6 +15,7 @@
 //! forward of every layer.
 
 use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
@@ -132,5 +133,26 @@ impl<B: AutodiffBackend> DecoderTape<B> {
         }
         collect((entry * Tensor::from_inner(upstream)).sum().backward());
         Ok(())
+    }
+
+    /// The gradients of `loss` (computed from the output of the forward that made this
+    /// tape) with respect to every parameter of `module` it reaches, `module` being the
+    /// model that holds `decoder` (or `decoder` itself): the loss's own backward, then
+    /// [`Self::backward`]'s partial backwards, summed per parameter. What a training step
+    /// hands its optimiser.
+    pub fn gradients<M: AutodiffModule<B>>(
+        self,
+        decoder: &MotModel<B>,
+        module: &M,
+        routing: &Routing<B>,
+        loss: Tensor<B, 1>,
+    ) -> Result<GradientsParams, MotError> {
+        let grads = loss.backward();
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        self.backward(decoder, routing, &grads, |partial| {
+            accumulator.accumulate(module, GradientsParams::from_grads(partial, module));
+        })?;
+        accumulator.accumulate(module, GradientsParams::from_grads(grads, module));
+        Ok(accumulator.grads())
     }
 }
