@@ -152,7 +152,12 @@ fn stage_one_lowers_the_text_loss_and_resumes_exactly() {
     }
     // What trains is part of the run: resuming it as post-training is refused.
     let err = run::<B>(
-        spec(&split, 32, true, &["model.trainable=\"generation\""]),
+        spec(
+            &split,
+            32,
+            true,
+            &["model.trainable=\"generation\"", "loss.text=0"],
+        ),
         &device,
     )
     .unwrap_err();

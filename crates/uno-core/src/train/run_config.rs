@@ -314,6 +314,16 @@ impl RunConfig {
                  weights, so it cannot train: use precision = \"f32\" to train every weight",
             );
         }
+        if m.trainable == Trainable::Generation && self.loss.text > 0.0 {
+            return bad(
+                "loss.text",
+                &self.loss.text,
+                "the text loss reaches only the understanding side (its expert, the \
+                 embeddings, lm_head, the ViT), which model.trainable = \"generation\" \
+                 freezes: it would change no weight; set model.trainable = \"all\" or \
+                 loss.text = 0",
+            );
+        }
         let d = &self.data;
         if !d.batch.is_valid() {
             return bad(
@@ -481,6 +491,21 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("model.trainable"), "{err}");
+        // A text loss with the understanding side frozen would train nothing.
+        let err = RunConfig::default()
+            .with_overrides(&["loss.text=0.5"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("loss.text") && err.to_string().contains("0.5"),
+            "{err}"
+        );
+        RunConfig::default()
+            .with_overrides(&["loss.text=0.5", "model.trainable=\"all\""])
+            .unwrap()
+            .validate()
+            .unwrap();
         let err = RunConfig::default()
             .with_overrides(&["model.trainable=\"everything\""])
             .unwrap_err();
