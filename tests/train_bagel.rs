@@ -57,6 +57,20 @@ fn setup(seed: u64) -> (SyntheticScenes, BagelConfig, Bagel<B>) {
     (data, config, model)
 }
 
+/// A BAGEL folder of [`setup`]`(seed)`'s tiny model (configs and `ema.safetensors`) in
+/// [`run_dir`]`(name)`: a fixed starting point for runs that must begin from the same weights
+/// (a `Tiny` model draws its initial weights from Burn's process-global RNG).
+fn model_folder(name: &str, seed: u64) -> (PathBuf, BagelConfig) {
+    let dir = run_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, config, model) = setup(seed);
+    config.save_folder(&dir).unwrap();
+    model
+        .save_safetensors(&dir.join("ema.safetensors"), SaveDtype::F32)
+        .unwrap();
+    (dir, config)
+}
+
 fn batches(data: SyntheticScenes, config: &BagelConfig) -> PackedBatches<SyntheticScenes, B> {
     PackedBatches::new(
         data,

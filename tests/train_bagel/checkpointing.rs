@@ -4,21 +4,14 @@
 //! values, each parameter's gradient comes from one partial backward, and the trainer
 //! takes the trainee's gradients as they are (`StepOutput::grads`).
 
-use uno_core::checkpoint::SaveDtype;
 use uno_core::train::{ModelSource, RunSpec, run};
 
 use super::run_safety::spec;
-use super::{B, run_dir, setup};
+use super::{B, model_folder, run_dir};
 
 #[test]
 fn checkpointed_layers_train_the_same_weights() {
-    let source = run_dir("checkpointing-source");
-    std::fs::create_dir_all(&source).unwrap();
-    let (_, model_config, model) = setup(16);
-    model_config.save_folder(&source).unwrap();
-    model
-        .save_safetensors(&source.join("ema.safetensors"), SaveDtype::F32)
-        .unwrap();
+    let (source, _) = model_folder("checkpointing-source", 16);
     let mut weights = Vec::new();
     for (name, setting) in [
         ("checkpointing-off", "model.checkpoint_layers=false"),

@@ -7,22 +7,15 @@
 use std::path::Path;
 
 use serde_json::json;
-use uno_core::checkpoint::SaveDtype;
 use uno_core::train::{ModelSource, RunSpec, devices, run, run_parallel};
 use uno_core::trainer::checkpoint::{TrainerState, latest_checkpoint, read_verified_state};
 
 use super::run_safety::spec;
-use super::{B, run_dir, setup};
+use super::{B, model_folder, run_dir};
 
 #[test]
 fn two_peers_train_resume_exactly_and_another_count_continues() {
-    let source = run_dir("parallel-source");
-    std::fs::create_dir_all(&source).unwrap();
-    let (_, model_config, model) = setup(15);
-    model_config.save_folder(&source).unwrap();
-    model
-        .save_safetensors(&source.join("ema.safetensors"), SaveDtype::F32)
-        .unwrap();
+    let (source, _) = model_folder("parallel-source", 15);
     // A constant learning rate, so that a 2-step run resumed to 4 steps with
     // `allow_config_change` follows the schedule of a 4-step run.
     let spec = |dir: &Path, iterations: u64, resume: bool| RunSpec {

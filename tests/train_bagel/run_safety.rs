@@ -15,7 +15,7 @@ use uno_core::train::{
 };
 use uno_core::trainer::{BoxError, DataSource, RunLock, TrainError, TrainRng, Trainer};
 
-use super::{B, batches, config, run_dir, setup, weights};
+use super::{B, batches, config, model_folder, run_dir, setup, weights};
 
 /// The embedded tiny run, small and quiet, writing into `dir`.
 pub fn spec(dir: &Path, iterations: u64, overrides: &[&str]) -> RunSpec {
@@ -80,13 +80,7 @@ fn run_checks_everything_before_writing_anything() {
     assert!(!out.exists());
 
     // A release-like folder: configs and weights, no run record.
-    let release = run_dir("safety-release");
-    std::fs::create_dir_all(&release).unwrap();
-    let (_, model_config, model) = setup(6);
-    model_config.save_folder(&release).unwrap();
-    model
-        .save_safetensors(&release.join("ema.safetensors"), SaveDtype::F32)
-        .unwrap();
+    let (release, _) = model_folder("safety-release", 6);
     let before = snapshot(&release);
     for source in [ModelSource::Folder(release.clone()), ModelSource::Tiny] {
         let mut into_release = spec(&release, 2, &[]);
@@ -300,15 +294,8 @@ fn sigterm_leaves_a_checkpoint_that_resumes_exactly() {
 
     let device = Default::default();
     let (straight, split) = (run_dir("safety-straight"), run_dir("safety-sigterm"));
-    // Both runs start from one folder's weights: a `Tiny` model draws its initial weights
-    // from Burn's process-global RNG, which tests running in parallel draw from too.
-    let source = run_dir("safety-sigterm-source");
-    std::fs::create_dir_all(&source).unwrap();
-    let (_, model_config, model) = setup(12);
-    model_config.save_folder(&source).unwrap();
-    model
-        .save_safetensors(&source.join("ema.safetensors"), SaveDtype::F32)
-        .unwrap();
+    // Both runs start from one folder's weights.
+    let (source, _) = model_folder("safety-sigterm-source", 12);
     let settings = ["checkpoint.every=0"];
     let spec = |dir: &Path| RunSpec {
         model: ModelSource::Folder(source.clone()),
@@ -422,13 +409,7 @@ fn weights_that_disagree_with_the_configs_are_listed() {
     use uno_core::bagel::{Bagel, BagelConfig};
     use uno_core::checkpoint::WeightReader;
 
-    let dir = run_dir("safety-inspect");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_, model_config, model) = setup(11);
-    model_config.save_folder(&dir).unwrap();
-    model
-        .save_safetensors(&dir.join("ema.safetensors"), SaveDtype::F32)
-        .unwrap();
+    let (dir, model_config) = model_folder("safety-inspect", 11);
     let reader = WeightReader::open(dir.join("ema.safetensors")).unwrap();
     let device = Default::default();
     let described = |dir: &Path| -> Bagel<B> {
