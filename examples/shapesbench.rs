@@ -8,7 +8,8 @@
 //! prints the table (also `results.md` / `results.json`, plots and per-arm folders in
 //! `--out`, default `runs/shapesbench-<preset>`). `--preset full` is the real comparison
 //! (4 seeds, longer; `--backend cuda` on a GPU). `--seeds N` overrides the preset's seed
-//! count.
+//! count. `--resume` continues a benchmark that stopped (same `--out` and preset; the seed
+//! count may change), keeping every finished run and judged arm.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use uno_core::burn::tensor::backend::AutodiffBackend;
-use uno_shapesbench::{BenchPreset, run_benchmark};
+use uno_shapesbench::{BenchPreset, BenchProgress, resume_benchmark, run_benchmark};
 
 #[path = "shared/backend.rs"]
 mod backend;
@@ -29,7 +30,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct Args {
     #[arg(long, value_enum, default_value_t = PresetChoice::Smoke)]
     preset: PresetChoice,
-    /// Output folder (must not exist or be empty); default `runs/shapesbench-<preset>`.
+    /// Output folder (must not exist or be empty, unless `--resume`); default
+    /// `runs/shapesbench-<preset>`.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Stage 2 seeds (0..N), instead of the preset's.
@@ -37,6 +39,10 @@ struct Args {
     seeds: Option<u64>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     backend: BackendChoice,
+    /// Continue the benchmark in `--out` that stopped, with the same preset: finished runs
+    /// and judged arms are kept, an unfinished run continues from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,12 +101,17 @@ fn bench<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
     {
         bar.set_style(style);
     }
-    let report = run_benchmark::<B>(&preset, &out, &Default::default(), &mut |p| {
+    let mut progress = |p: BenchProgress| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
         bar.set_message(p.stage.clone());
         bar.println(format!("[{}/{}] {}", p.done + 1, p.total, p.stage));
-    })?;
+    };
+    let device = Default::default();
+    let report = match args.resume {
+        true => resume_benchmark::<B>(&preset, &out, &device, &mut progress)?,
+        false => run_benchmark::<B>(&preset, &out, &device, &mut progress)?,
+    };
     bar.finish_and_clear();
     println!("\n{}", report.to_markdown());
     println!(

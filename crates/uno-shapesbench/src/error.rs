@@ -63,6 +63,30 @@ pub enum BenchError {
         /// The parser's message.
         reason: String,
     },
+    /// A benchmark record (`preset.json`, an arm's `arm.json`, a run's checkpoints) that
+    /// cannot be read or written.
+    #[error("{}: {reason}", .path.display())]
+    Record {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A resume with a preset other than the one the folder was started with.
+    #[error(
+        "{} was started with another preset (\"{recorded}\"), which differs in {}: resume \
+         with the same preset (the seeds may change), or start a new folder",
+        .dir.display(),
+        .fields.join(", ")
+    )]
+    PresetChanged {
+        /// The benchmark's folder.
+        dir: PathBuf,
+        /// The name of the preset it was started with.
+        recorded: String,
+        /// The preset's fields that differ.
+        fields: Vec<String>,
+    },
     /// Serialising the report.
     #[error("cannot serialise {name}: {source}")]
     Serialize {

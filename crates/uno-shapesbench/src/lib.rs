@@ -13,7 +13,7 @@
 //! * [`plot_loss_curves`], [`plot_scores`], [`plot_alignment`]: SVG plots;
 //! * [`held_out_alignment`]: the gradient diagnostics of the paper's Figure 8;
 //! * [`run_benchmark`]: the whole benchmark from a [`BenchPreset`], behind
-//!   `examples/shapesbench.rs`.
+//!   `examples/shapesbench.rs`; [`resume_benchmark`] continues one that stopped.
 
 #![warn(missing_docs)]
 
@@ -26,6 +26,7 @@ mod pipeline;
 mod plots;
 mod preset;
 mod report;
+mod resume;
 
 pub use alignment::{
     AlignmentBatch, AlignmentRecord, Phase, alignment_series, held_out_alignment,
@@ -38,7 +39,7 @@ pub use generation::{
     EvalSettings, GroundTruth, Judged, ModelImages, PromptImages, judge_prompts, to_rgb_image,
     to_tensor,
 };
-pub use pipeline::{BenchProgress, run_benchmark};
+pub use pipeline::{BenchProgress, resume_benchmark, run_benchmark};
 pub use plots::{
     Series, metric_series, plot_alignment, plot_alignment_training, plot_loss_curves, plot_scores,
 };

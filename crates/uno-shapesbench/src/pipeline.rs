@@ -7,11 +7,13 @@
 //! Output folder layout:
 //!
 //! ```text
+//! out/preset.json                  the preset the folder was started with
 //! out/init/                        the freshly initialised model (a BAGEL folder)
 //! out/stage1/                      stage 1's run folder (metrics.jsonl, ema.safetensors)
 //! out/stage1/captions.json         its captions of held-out scenes
 //! out/arms/<arm>/seed-<s>/         each arm's run folder, plus samples.png (one row per
-//!                                  held-out prompt) and alignment.jsonl
+//!                                  held-out prompt), alignment.jsonl and arm.json (its
+//!                                  scores, once judged)
 //! out/ground_truth.png             the judged ground truth, as the grids
 //! out/results.md, results.json     the report
 //! out/loss_curves.svg, scores.svg, alignment.svg, alignment.jsonl,
@@ -40,6 +42,7 @@ use crate::alignment::{
 use crate::plots::{
     Series, metric_series, plot_alignment, plot_alignment_training, plot_loss_curves, plot_scores,
 };
+use crate::resume;
 use crate::{
     Arm, ArmScores, BenchError, BenchPreset, BenchReport, GroundTruth, ModelImages,
     caption_held_out, judge_prompts, to_tensor,
@@ -65,9 +68,36 @@ pub fn run_benchmark<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn FnMut(BenchProgress),
 ) -> Result<BenchReport, BenchError> {
-    let start = Instant::now();
     check_preset(preset)?;
     prepare_out(out)?;
+    resume::record_preset(out, preset)?;
+    benchmark::<B>(preset, out, device, progress, false)
+}
+
+/// Continue the benchmark that [`run_benchmark`] started in `out` and that stopped (an
+/// error, a crash, an interruption), with the same preset (its seeds may differ: new
+/// seeds' arms are run, dropped seeds' are left out of the report). Finished training runs
+/// and judged arms are kept; an unfinished run continues from its newest checkpoint; the
+/// report is the one an uninterrupted run writes (docs/shapesbench.md, "Resuming").
+pub fn resume_benchmark<B: AutodiffBackend>(
+    preset: &BenchPreset,
+    out: &Path,
+    device: &B::Device,
+    progress: &mut dyn FnMut(BenchProgress),
+) -> Result<BenchReport, BenchError> {
+    check_preset(preset)?;
+    resume::check_preset(out, preset)?;
+    benchmark::<B>(preset, out, device, progress, true)
+}
+
+fn benchmark<B: AutodiffBackend>(
+    preset: &BenchPreset,
+    out: &Path,
+    device: &B::Device,
+    progress: &mut dyn FnMut(BenchProgress),
+    resuming: bool,
+) -> Result<BenchReport, BenchError> {
+    let start = Instant::now();
     let total = 2 + preset.arms.len() * preset.seeds.len();
     let mut done = 0;
     let mut step = |stage: String, done: &mut usize| {
@@ -89,16 +119,20 @@ pub fn run_benchmark<B: AutodiffBackend>(
         &mut done,
     );
     let init = out.join("init");
-    save_initial_model::<B>(preset, &init, device)?;
     let stage1 = out.join("stage1");
-    let config = stage_config(RunConfig::shapes_pretrain(), preset, &stage1, 0, true)?;
-    train::<B>(
-        config,
-        ModelSource::Folder(init),
-        shapes_data(preset, false, true),
-        device,
-        "stage 1",
-    )?;
+    if !resume::finished_run(&stage1) {
+        // Deterministic: a resume writes the same initial weights again.
+        save_initial_model::<B>(preset, &init, device)?;
+        let config = stage_config(RunConfig::shapes_pretrain(), preset, &stage1, 0, true)?;
+        train::<B>(
+            config,
+            ModelSource::Folder(init),
+            shapes_data(preset, false, true),
+            device,
+            "stage 1",
+            resuming,
+        )?;
+    }
     let caption = {
         let loaded = Loaded::<B::InnerBackend>::open(&stage1, device)?;
         let (accuracy, samples) = caption_held_out(
@@ -153,13 +187,16 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 config.model.supervision_visibility = SupervisionVisibility::Everything;
             }
             let data = shapes_data(preset, arm == Arm::CaptionIsPrompt, false);
-            train::<B>(
-                config,
-                ModelSource::Folder(stage1.clone()),
-                data,
-                device,
-                &format!("{} seed {seed}", arm.name()),
-            )?;
+            if !resume::finished_run(&dir) {
+                train::<B>(
+                    config,
+                    ModelSource::Folder(stage1.clone()),
+                    data,
+                    device,
+                    &format!("{} seed {seed}", arm.name()),
+                    resuming,
+                )?;
+            }
             curves.push(Series {
                 label: format!("{} (seed {seed})", arm.label()),
                 points: metric_series(&dir.join("metrics.jsonl"), "flow")?,
@@ -169,29 +206,37 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 during.extend(training_alignment(&dir.join("metrics.jsonl"), &label)?);
             }
 
-            let loaded = Loaded::<B::InnerBackend>::open(&dir, device)?;
-            let judged = judge_prompts(
-                &mut ModelImages {
-                    generator: loaded.generator(),
-                    tokenizer: &loaded.tokenizer,
-                    sampler: preset.sampler,
-                },
-                &prompts,
-                &judge,
-                &preset.eval,
-            )?;
-            save_grid::<B::InnerBackend>(
-                &judged.images,
-                preset.eval.images_per_prompt,
-                &dir.join("samples.png"),
-                device,
-            )?;
-            runs.push(ArmScores {
-                arm,
-                seed,
-                scores: judged.scores,
-                non_finite: judged.non_finite,
-            });
+            let scores = match resume::finished_arm(&dir)? {
+                Some(scores) => scores,
+                None => {
+                    let loaded = Loaded::<B::InnerBackend>::open(&dir, device)?;
+                    let judged = judge_prompts(
+                        &mut ModelImages {
+                            generator: loaded.generator(),
+                            tokenizer: &loaded.tokenizer,
+                            sampler: preset.sampler,
+                        },
+                        &prompts,
+                        &judge,
+                        &preset.eval,
+                    )?;
+                    save_grid::<B::InnerBackend>(
+                        &judged.images,
+                        preset.eval.images_per_prompt,
+                        &dir.join("samples.png"),
+                        device,
+                    )?;
+                    let scores = ArmScores {
+                        arm,
+                        seed,
+                        scores: judged.scores,
+                        non_finite: judged.non_finite,
+                    };
+                    resume::record_arm(&dir, &scores)?;
+                    scores
+                }
+            };
+            runs.push(scores);
 
             if let Some(batch) = &preset.alignment {
                 let end: Vec<AlignmentRecord> =
@@ -332,8 +377,8 @@ fn stage_config(
         format!("optimizer.lr={}", stage.lr),
         format!("data.batch.samples={}", stage.batch),
         format!("schedule.warmup_steps={}", (stage.iterations / 10).max(1)),
-        // One checkpoint, at the end: the benchmark never resumes mid-run.
-        format!("checkpoint.every={}", stage.iterations),
+        // A checkpoint every tenth of the run: an interrupted benchmark resumes there.
+        format!("checkpoint.every={}", (stage.iterations / 10).max(1)),
         format!("metrics.eval_every={}", (stage.iterations / 4).max(1)),
         format!("metrics.summary_window={}", (stage.iterations / 5).max(1)),
     ];
@@ -373,19 +418,22 @@ fn run_error(stage: &str, e: uno_core::train::RunError) -> BenchError {
     }
 }
 
-/// One training run, fresh (its folder must not hold checkpoints).
+/// One training run into `config.output_dir`: fresh, or, when `resuming`, continued from
+/// its newest checkpoint if it has one (`resume::continue_run`).
 fn train<B: AutodiffBackend>(
     config: RunConfig,
     model: ModelSource,
     data: TrainData,
     device: &B::Device,
     stage: &str,
+    resuming: bool,
 ) -> Result<(), BenchError> {
+    let resume = resume::continue_run(&config.trainer.output_dir, resuming)?;
     let spec = RunSpec {
         config,
         model,
         data,
-        resume: false,
+        resume,
         allow_config_change: false,
         stop: None,
     };
