@@ -8,6 +8,9 @@
 //! the dense kernel computes them; the default blockwise attention skips the masked upper
 //! tiles of the text half); backward = 2 x forward, so a step = 3 x forward.
 //!
+//! `flex_dense` runs the same step with the dense attention instead of the default
+//! blockwise one.
+//!
 //! Run: `cargo bench --workspace --features ndarray --bench mot_step -- --sample-size 10`;
 //! the same step in PyTorch eager: `python3 tools/mot_step_bench.py` (docs/performance.md
 //! has both, measured in one sitting).
@@ -16,7 +19,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use uno_mot::{MotConfig, MotModel, Routing, SampleAttention};
+use uno_mot::{AttentionImpl, MotConfig, MotModel, Routing, SampleAttention};
 
 #[path = "common/text_image.rs"]
 mod text_image;
@@ -61,7 +64,14 @@ fn setup<B: Backend>(config: &MotConfig) -> Setup<B> {
 }
 
 fn bench_backend<B: Backend>(c: &mut Criterion, name: &str) {
-    let config = MotConfig::small();
+    bench_attention::<B>(c, name, AttentionImpl::default());
+}
+
+fn bench_attention<B: Backend>(c: &mut Criterion, name: &str, attention: AttentionImpl) {
+    let config = MotConfig {
+        attention,
+        ..MotConfig::small()
+    };
     let s = setup::<Autodiff<B>>(&config);
     let mut group = c.benchmark_group("mot_fwd_bwd_h256_l4_1k");
     group.throughput(Throughput::Elements(step_flops(&config, TOKENS)));
@@ -93,6 +103,9 @@ fn benches(c: &mut Criterion) {
         step_flops(&config, TOKENS) as f64 / 1e9
     );
     bench_backend::<burn::backend::Flex>(c, "flex");
+    // The dense attention (scores kept for the backward; affordable at 1k tokens), to
+    // compare with the default blockwise one side by side.
+    bench_attention::<burn::backend::Flex>(c, "flex_dense", AttentionImpl::Dense);
     #[cfg(feature = "ndarray")]
     bench_backend::<burn::backend::NdArray>(c, "ndarray");
     #[cfg(feature = "wgpu")]
