@@ -44,8 +44,8 @@ use crate::plots::{
 };
 use crate::resume;
 use crate::{
-    Arm, ArmScores, BenchError, BenchPreset, BenchReport, GroundTruth, ModelImages,
-    caption_held_out, judge_prompts, to_tensor,
+    Arm, ArmScores, BenchError, BenchPreset, BenchReport, GroundTruth, Judged, ModelImages,
+    PromptImages, caption_held_out, judge_prompts, to_tensor,
 };
 
 /// What [`run_benchmark`] is doing, for a progress display.
@@ -86,7 +86,7 @@ pub fn resume_benchmark<B: AutodiffBackend>(
     progress: &mut dyn FnMut(BenchProgress),
 ) -> Result<BenchReport, BenchError> {
     check_preset(preset)?;
-    resume::check_preset(out, preset)?;
+    resume::check_recorded_preset(out, preset)?;
     benchmark::<B>(preset, out, device, progress, true)
 }
 
@@ -112,7 +112,6 @@ fn benchmark<B: AutodiffBackend>(
         seed: preset.bench_seed,
     });
     let prompts = eval_prompts(&bench, preset.prompts_per_category);
-    let judge = PixelJudge::default();
 
     step(
         format!("stage 1: {} steps", preset.stage1.iterations),
@@ -146,15 +145,10 @@ fn benchmark<B: AutodiffBackend>(
         write_json(&stage1.join("captions.json"), &samples, "the captions")?;
         accuracy
     };
-    let ground_truth = judge_prompts(
+    let ground_truth = judge_into_grid::<B::InnerBackend>(
         &mut GroundTruth { bench: &bench },
         &prompts,
-        &judge,
-        &preset.eval,
-    )?;
-    save_grid::<B::InnerBackend>(
-        &ground_truth.images,
-        preset.eval.images_per_prompt,
+        preset,
         &out.join("ground_truth.png"),
         device,
     )?;
@@ -210,19 +204,14 @@ fn benchmark<B: AutodiffBackend>(
                 Some(scores) => scores,
                 None => {
                     let loaded = Loaded::<B::InnerBackend>::open(&dir, device)?;
-                    let judged = judge_prompts(
+                    let judged = judge_into_grid::<B::InnerBackend>(
                         &mut ModelImages {
                             generator: loaded.generator(),
                             tokenizer: &loaded.tokenizer,
                             sampler: preset.sampler,
                         },
                         &prompts,
-                        &judge,
-                        &preset.eval,
-                    )?;
-                    save_grid::<B::InnerBackend>(
-                        &judged.images,
-                        preset.eval.images_per_prompt,
+                        preset,
                         &dir.join("samples.png"),
                         device,
                     )?;
@@ -471,16 +460,24 @@ impl<B: Backend> Loaded<B> {
     }
 }
 
-/// Save images (prompt-major, `columns` per prompt) as a PNG grid, one row per prompt.
-fn save_grid<B: Backend>(
-    images: &[uno_core::data::RgbImage],
-    columns: usize,
+/// Judge `prompts`' images from `source` with the fixed [`PixelJudge`] under the preset's
+/// evaluation settings, and save them at `path` as a PNG grid (one row per prompt, its
+/// images in seed order).
+fn judge_into_grid<B: Backend>(
+    source: &mut impl PromptImages,
+    prompts: &[PromptSpec],
+    preset: &BenchPreset,
     path: &Path,
     device: &B::Device,
-) -> Result<(), BenchError> {
-    let tensors = images.iter().map(|i| to_tensor::<B>(i, device)).collect();
-    save_png(&grid(tensors, columns)?, path)?;
-    Ok(())
+) -> Result<Judged, BenchError> {
+    let judged = judge_prompts(source, prompts, &PixelJudge::default(), &preset.eval)?;
+    let tensors = judged
+        .images
+        .iter()
+        .map(|i| to_tensor::<B>(i, device))
+        .collect();
+    save_png(&grid(tensors, preset.eval.images_per_prompt)?, path)?;
+    Ok(judged)
 }
 
 fn write_json<T: serde::Serialize>(

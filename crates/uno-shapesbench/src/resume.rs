@@ -38,7 +38,7 @@ pub(crate) fn record_preset(out: &Path, preset: &BenchPreset) -> Result<(), Benc
 
 /// Refuse to resume `out` with a preset other than the one it was started with (seeds
 /// aside), then record `preset` (its seeds may differ).
-pub(crate) fn check_preset(out: &Path, preset: &BenchPreset) -> Result<(), BenchError> {
+pub(crate) fn check_recorded_preset(out: &Path, preset: &BenchPreset) -> Result<(), BenchError> {
     let path = out.join(PRESET_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
