@@ -120,14 +120,15 @@ fn a_stopped_benchmark_resumes_to_the_same_report() {
     let straight = run_benchmark::<B>(&preset, &out, &device, &mut |_| {}).unwrap();
     let (sft, joint) = (out.join("arms/sft/seed-0"), out.join("arms/joint/seed-0"));
     let weights = |dir: &Path| std::fs::read(dir.join("ema.safetensors")).unwrap();
-    let (sft_weights, joint_weights) = (weights(&sft), weights(&joint));
+    let stage1 = out.join("stage1");
+    let (stage1_weights, sft_weights, joint_weights) =
+        (weights(&stage1), weights(&sft), weights(&joint));
     let modified = |file: &str| -> SystemTime {
         std::fs::metadata(out.join(file))
             .unwrap()
             .modified()
             .unwrap()
     };
-    let stage1_time = modified("stage1/ema.safetensors");
     let metrics = |dir: &Path| std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
     let steps = |text: &str| -> Vec<String> {
         text.lines()
@@ -137,9 +138,9 @@ fn a_stopped_benchmark_resumes_to_the_same_report() {
     };
     let joint_steps = steps(&metrics(&joint));
     assert_eq!(joint_steps.len(), 2);
-    // What a stop leaves: the joint arm stopped between its checkpoints at steps 1 and 2
-    // (no final weights, no scores); the SFT arm stopped before its first checkpoint (its
-    // run record and metrics, nothing else); no report.
+    // What a stop leaves: stage 1 stopped after its checkpoint at step 2 of 3, the joint
+    // arm after step 1 of 2 (no final weights, no scores); the SFT arm stopped before its
+    // first checkpoint (its run record and metrics, nothing else); no report.
     let remove = |path: &Path| match path.is_dir() {
         true => std::fs::remove_dir_all(path).unwrap(),
         false => std::fs::remove_file(path).unwrap(),
@@ -162,6 +163,9 @@ fn a_stopped_benchmark_resumes_to_the_same_report() {
     ] {
         remove(&sft.join(file));
     }
+    for file in ["step-000003", "ema.safetensors", "model.safetensors"] {
+        remove(&stage1.join(file));
+    }
     assert!(sft.join("metrics.jsonl").is_file());
     for file in ["results.json", "results.md", "scores.svg"] {
         remove(&out.join(file));
@@ -171,7 +175,8 @@ fn a_stopped_benchmark_resumes_to_the_same_report() {
     let resumed =
         resume_benchmark::<B>(&preset, &out, &device, &mut |p| stages.push(p.stage)).unwrap();
     assert_eq!(timeless(&resumed), timeless(&straight));
-    // Continued from its checkpoint, or trained again from the start: the same weights.
+    // Continued from a checkpoint, or trained again from the start: the same weights.
+    assert_eq!(weights(&stage1), stage1_weights);
     assert_eq!(weights(&joint), joint_weights);
     assert_eq!(weights(&sft), sft_weights);
     // The joint arm continued after step 1 (its line, wall time included, is the first
@@ -180,8 +185,6 @@ fn a_stopped_benchmark_resumes_to_the_same_report() {
     assert_eq!(joint_again[0], joint_steps[0]);
     assert_ne!(joint_again[1], joint_steps[1]);
     assert_eq!(sft_again.len(), 2);
-    // Stage 1 was not trained again (its captions are: they are cheap and deterministic).
-    assert_eq!(modified("stage1/ema.safetensors"), stage1_time);
     for file in [
         "results.json",
         "results.md",
@@ -192,14 +195,24 @@ fn a_stopped_benchmark_resumes_to_the_same_report() {
     }
     assert_eq!(stages.len(), 4, "{stages:?}");
 
-    // More seeds: seed 0's arms are kept as they are, seed 1's are run.
-    let sft_time = modified("arms/sft/seed-0/arm.json");
+    // More seeds: the finished runs and seed 0's judged arms are kept as they are (not
+    // trained or judged again), seed 1's arms are run.
+    let kept = [
+        "stage1/ema.safetensors",
+        "arms/sft/seed-0/ema.safetensors",
+        "arms/sft/seed-0/arm.json",
+        "arms/joint/seed-0/arm.json",
+    ];
+    let kept_times: Vec<SystemTime> = kept.iter().map(|f| modified(f)).collect();
     let two_seeds = BenchPreset {
         seeds: vec![0, 1],
         ..preset.clone()
     };
     let extended = resume_benchmark::<B>(&two_seeds, &out, &device, &mut |_| {}).unwrap();
-    assert_eq!(modified("arms/sft/seed-0/arm.json"), sft_time);
+    assert_eq!(
+        kept.iter().map(|f| modified(f)).collect::<Vec<_>>(),
+        kept_times
+    );
     assert_eq!(
         extended
             .runs
