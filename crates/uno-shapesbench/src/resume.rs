@@ -25,7 +25,7 @@ use uno_core::trainer::checkpoint::latest_checkpoint;
 use crate::{ArmScores, BenchError, BenchPreset};
 
 /// The preset a benchmark folder was started with.
-pub(crate) const PRESET_FILE: &str = "preset.json";
+const PRESET_FILE: &str = "preset.json";
 /// A judged arm's scores, in its run folder.
 const ARM_FILE: &str = "arm.json";
 /// What a finished training run writes last.
