@@ -7,8 +7,8 @@
 //! with the mask off) under each seed, judges every held-out prompt's images by pixels and
 //! prints the table (also `results.md` / `results.json`, plots and per-arm folders in
 //! `--out`, default `runs/shapesbench-<preset>`). `--preset full` is the real comparison
-//! (4 seeds, longer; `--backend cuda` on a GPU). `--seeds N` overrides the preset's seed
-//! count. `--resume` continues a benchmark that stopped (same `--out` and preset; the seed
+//! (4 seeds, longer; `--backend cuda` on a GPU). `--seeds N`, `--stage1-steps N` and
+//! `--stage2-steps N` override the preset's seed count and training lengths. `--resume` continues a benchmark that stopped (same `--out` and preset; the seed
 //! count may change), keeping every finished run and judged arm.
 
 use std::path::PathBuf;
@@ -37,6 +37,12 @@ struct Args {
     /// Stage 2 seeds (0..N), instead of the preset's.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: Option<u64>,
+    /// Stage 1 steps, instead of the preset's.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    stage1_steps: Option<u64>,
+    /// Steps of each stage 2 arm, instead of the preset's.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    stage2_steps: Option<u64>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     backend: BackendChoice,
     /// Continue the benchmark in `--out` that stopped, with the same preset: finished runs
@@ -82,6 +88,12 @@ fn bench<B: AutodiffBackend>(args: Args) -> Result<(), BoxError> {
     };
     if let Some(n) = args.seeds {
         preset.seeds = (0..n).collect();
+    }
+    if let Some(n) = args.stage1_steps {
+        preset.stage1.iterations = n;
+    }
+    if let Some(n) = args.stage2_steps {
+        preset.stage2.iterations = n;
     }
     let out = args
         .out
