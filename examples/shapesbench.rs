@@ -8,8 +8,9 @@
 //! prints the table (also `results.md` / `results.json`, plots and per-arm folders in
 //! `--out`, default `runs/shapesbench-<preset>`). `--preset full` is the real comparison
 //! (4 seeds, longer; `--backend cuda` on a GPU). `--seeds N`, `--stage1-steps N` and
-//! `--stage2-steps N` override the preset's seed count and training lengths. `--resume` continues a benchmark that stopped (same `--out` and preset; the seed
-//! count may change), keeping every finished run and judged arm.
+//! `--stage2-steps N` override the preset's seed count and training lengths. `--resume`
+//! continues a benchmark that stopped (same `--out` and preset; the seed count may
+//! change), keeping every finished run and judged arm.
 
 use std::path::PathBuf;
 use std::time::Instant;
